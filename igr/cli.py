@@ -1,0 +1,84 @@
+"""The ``igr`` command line.
+
+Each sub-command lives in the module that owns it and exposes ``add_arguments(parser)`` and
+``run(args) -> int``; modules are imported only when their command runs, so ``igr --help`` is fast.
+``igr fit`` is a LightningCLI and parses its own arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from igr.errors import IGRError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("igr.commands.info", "build a model config on the meta device and print parameter counts"),
+    "download-weights": (
+        "igr.commands.download",
+        "fetch SD1.5, IP-Adapter and CLIP weights (needs a network)",
+    ),
+    "fit": ("igr.train", "train with LightningCLI (coarse or HQFT fine-tune)"),
+    "make-shards": (
+        "igr.data.commands.make_shards",
+        "convert a dataset (or generate synthetic data) to WebDataset shards",
+    ),
+    "check-shards": ("igr.data.commands.check_shards", "validate shards and count good samples and failures"),
+    "curate": ("igr.data.commands.curate", "build the HQFT fine-tune set from the coarse shards"),
+    "bench-data": ("igr.data.commands.bench_data", "measure decode + augment throughput"),
+    "eval-folders": (
+        "igr.metrics.commands.eval_folders",
+        "score predicted images against ground truth folders",
+    ),
+}
+
+
+def _load(name: str):
+    module_name, _ = COMMANDS[name]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
+            raise IGRError(
+                f"command '{name}' is not available in this version ({module_name} missing)"
+            ) from exc
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "fit":
+        # LightningCLI owns the whole argument list after "fit".
+        try:
+            return _load("fit").main(argv[1:]) or 0
+        except IGRError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    parser = argparse.ArgumentParser(prog="igr", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        parser.parse_args(argv or ["--help"])
+        return 2
+
+    name = argv[0]
+    try:
+        module = _load(name)
+        cmd_parser = argparse.ArgumentParser(prog=f"igr {name}", description=COMMANDS[name][1])
+        module.add_arguments(cmd_parser)
+        args = cmd_parser.parse_args(argv[1:])
+        return int(module.run(args) or 0)
+    except IGRError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

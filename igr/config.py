@@ -1,0 +1,127 @@
+"""Typed configs for the model, diffusion and optimiser.
+
+Defaults come from ``configs/paper.yaml`` — the one place that holds the paper's numbers — so a config file
+only states what it changes. ``load_model_config`` reads a YAML (a plain mapping, or the ``model:`` section of an
+experiment file) into a checked :class:`ModelConfig`; an unknown key is an error that names the nearest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from igr.errors import IGRError
+
+CONFIG_DIR = Path(str(resources.files("igr") / "configs"))
+PAPER = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "paper.yaml"), resolve=True)
+CATEGORIES = ("upper", "lower", "full")
+
+
+def _paper(*path: str) -> Any:
+    node: Any = PAPER
+    for key in path:
+        node = node[key]
+    return node
+
+
+@dataclass
+class DiffusionConfig:
+    train_timesteps: int = _paper("diffusion", "train_timesteps")
+    beta_start: float = _paper("diffusion", "beta_start")
+    beta_end: float = _paper("diffusion", "beta_end")
+    beta_schedule: str = _paper("diffusion", "beta_schedule")
+    condition_drop: float = _paper("diffusion", "condition_drop")
+    garmnet_timestep: int = _paper("garmnet_timestep")
+
+
+@dataclass
+class SamplingConfig:
+    steps: int = _paper("sampling", "steps")
+    guidance_scale: float = _paper("sampling", "guidance_scale")
+    sampler: str = "ddim"  # "ddim" (paper) or "dpmsolver++"
+    eta: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = _paper("optim", "lr")
+    weight_decay: float = _paper("optim", "weight_decay")
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    max_grad_norm: float | None = 1.0
+
+
+@dataclass
+class ModelConfig:
+    """The whole IGR model. ``sd_path`` set → UNets, VAE and text encoder load from a diffusers SD1.5 folder;
+    unset → every component is built from the architecture dicts below with random init (the tiny world)."""
+
+    name: str = "custom"
+    resolution: tuple[int, int] = tuple(_paper("resolution"))  # (H, W) of person and garment images
+    # Pretrained weights (local paths; ``igr download-weights`` fetches them).
+    sd_path: str | None = None  # diffusers folder with unet/ vae/ text_encoder/ tokenizer/
+    vae_path: str | None = None  # overrides sd_path/vae (e.g. the tiny VAE trained by the demo)
+    ip_adapter_path: str | None = None  # ip-adapter_sd15.safetensors or .bin
+    image_encoder_path: str | None = None  # open_clip checkpoint (ViT-H-14 for SD1.5)
+    # Architectures (used when no weights are given, and by `igr info` on the meta device).
+    unet: dict[str, Any] = field(default_factory=dict)  # UNet2DConditionModel kwargs (4-channel denoiser)
+    vae: dict[str, Any] = field(default_factory=dict)  # AutoencoderKL kwargs
+    text_encoder: dict[str, Any] = field(default_factory=dict)  # transformers CLIPTextConfig kwargs
+    tokenizer: str = "open_clip"  # "open_clip" (its bundled BPE vocab, offline) or "sd" (sd_path/tokenizer)
+    image_encoder: dict[str, Any] = field(default_factory=lambda: {"model_name": "ViT-H-14"})
+    # IP-Adapter (eq. 3)
+    clip_size: int = _paper("ip_adapter", "clip_size")
+    num_ip_tokens: int = _paper("ip_adapter", "num_tokens")
+    ip_scale: float = _paper("ip_adapter", "scale")
+    # GarmNet (eq. 4); False gives the "w/o GarmNet" ablation of Table 2.
+    use_garmnet: bool = True
+    prompts: dict[str, str] = field(default_factory=lambda: dict(_paper("prompts")))
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        self.resolution = tuple(int(v) for v in self.resolution)
+        missing = [c for c in CATEGORIES if c not in self.prompts]
+        if missing:
+            raise IGRError(f"model.prompts: missing prompt for categories {missing}")
+        h, w = self.resolution
+        if h % 8 or w % 8:
+            raise IGRError(f"model.resolution: {h}x{w} must be divisible by 8")
+
+
+def _check_keys(cls: type, data: dict[str, Any], where: str) -> None:
+    valid = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in valid:
+            near = difflib.get_close_matches(key, valid, n=3)
+            hint = f"; did you mean {', '.join(near)}?" if near else f"; valid keys: {', '.join(valid)}"
+            raise IGRError(f"{where}: unknown key '{key}'{hint}")
+
+
+def model_config_from_dict(data: dict[str, Any], where: str = "model config") -> ModelConfig:
+    _check_keys(ModelConfig, data, where)
+    return ModelConfig(**data)
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    """Read a model YAML. Accepts a bare model mapping, or an experiment file with a ``model:`` section
+    (LightningCLI layout: ``model: {init_args: {model: {...}}}`` or ``model: {...}``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise IGRError(f"{path}: config file not found")
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as exc:  # omegaconf raises several types for bad YAML
+        raise IGRError(f"{path}: not a readable YAML config ({exc.__class__.__name__}: {exc})") from exc
+    if not isinstance(data, dict):
+        raise IGRError(f"{path}: expected a mapping at the top level")
+    node = data
+    if "model" in node and isinstance(node["model"], dict):
+        node = node["model"]
+        node = node.get("init_args", node)
+        node = node.get("model", node)
+    return model_config_from_dict(node, where=str(path))

@@ -1,0 +1,231 @@
+"""The assembled IGR model: parts built from a :class:`ModelConfig`, and the three things everything else needs —
+encode the conditions of a batch, predict ε for a noisy latent, and restore garments by sampling.
+
+Training (:mod:`igr.system`), the restoration pipeline and the benchmarks all go through this one object.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from igr.config import DiffusionConfig, ModelConfig
+from igr.errors import IGRError
+from igr.models import adapter
+from igr.models.denoiser import GarmDenoiser
+from igr.models.garmnet import GarmNet
+from igr.models.image_encoder import GarmentImageEncoder
+from igr.models.prompts import CategoryPrompts, build_text_encoder
+from igr.models.unet import add_input_channels, build_unet
+from igr.models.vae import FrozenVAE, build_vae
+from igr.sampling import guided, inference_scheduler, sample
+
+
+@dataclass
+class Inputs:
+    """Encoded inputs of a batch, before any condition is dropped."""
+
+    person_latent: torch.Tensor  # (B,4,h,w) E(p)
+    mask: torch.Tensor  # (B,1,H,W) in {0,1}
+    text: torch.Tensor  # (B,77,D) category prompt c
+    image_embeds: torch.Tensor  # (B,E) CLIP embedding of p_g
+
+    def select(self, keep: torch.Tensor, empty_text: torch.Tensor) -> Inputs:
+        """Condition drop (§3.1): where ``keep`` is False, every condition is dropped together — empty prompt,
+        zero image embedding, zero GarmNet input — so the unconditional branch runs the same code."""
+        k = keep.to(self.person_latent.dtype)
+        return Inputs(
+            person_latent=self.person_latent * k[:, None, None, None],
+            mask=self.mask * k[:, None, None, None].to(self.mask.dtype),
+            text=torch.where(keep[:, None, None], self.text, empty_text.to(self.text)),
+            image_embeds=self.image_embeds * k[:, None].to(self.image_embeds.dtype),
+        )
+
+    def cat(self, other: Inputs) -> Inputs:
+        return Inputs(*(torch.cat([a, b]) for a, b in zip(self.astuple(), other.astuple())))
+
+    def astuple(self) -> tuple[torch.Tensor, ...]:
+        return (self.person_latent, self.mask, self.text, self.image_embeds)
+
+
+@dataclass
+class Conditions:
+    """What the denoiser is conditioned on."""
+
+    text: torch.Tensor  # (B,77,D)
+    image_embeds: torch.Tensor  # (B,E)
+    garm_feats: dict[str, torch.Tensor] | None  # {attn1 layer name: F_hl (B,N,C)}; None without GarmNet
+
+
+class IGRModel(torch.nn.Module):
+    def __init__(
+        self,
+        config: ModelConfig,
+        garmnet: GarmNet | None,
+        denoiser: GarmDenoiser,
+        vae: FrozenVAE,
+        image_encoder: GarmentImageEncoder,
+        prompts: CategoryPrompts,
+        diffusion: DiffusionConfig | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.diffusion = diffusion or DiffusionConfig()
+        self.garmnet = garmnet
+        self.denoiser = denoiser
+        self.vae = vae
+        self.image_encoder = image_encoder
+        self.prompts = prompts
+
+    # --- parameters -------------------------------------------------------------------------------------
+    def trainable_modules(self) -> list[torch.nn.Module]:
+        """GarmNet, GarmDenoiser and the adapter (whose layers live inside the denoiser UNet)."""
+        return [m for m in (self.garmnet, self.denoiser) if m is not None]
+
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        return [self.vae, self.image_encoder, self.prompts]
+
+    def latent_shape(self, batch: int) -> tuple[int, int, int, int]:
+        h, w = self.config.resolution
+        f = self.vae.factor
+        return (batch, self.denoiser.unet.config.in_channels, h // f, w // f)
+
+    # --- conditions ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_inputs(self, person: torch.Tensor, mask: torch.Tensor, category: list[str]) -> Inputs:
+        """person (B,3,H,W) in [-1,1], mask (B,1,H,W) in {0,1}, category names → frozen encodings."""
+        if person.shape[-2:] != mask.shape[-2:]:
+            raise IGRError(
+                f"person {tuple(person.shape[-2:])} and mask {tuple(mask.shape[-2:])} sizes differ"
+            )
+        return Inputs(
+            person_latent=self.vae.encode(person),
+            mask=mask,
+            text=self.prompts(category),
+            image_embeds=self.image_encoder(person, mask),
+        )
+
+    def conditions(self, inputs: Inputs, keep: torch.Tensor | None = None) -> Conditions:
+        """Run GarmNet (once) on the inputs, dropping conditions where ``keep`` is False."""
+        if keep is not None:
+            inputs = inputs.select(keep, self.prompts.empty(1))
+        feats = None
+        if self.garmnet is not None:
+            feats = self.garmnet(inputs.person_latent, inputs.mask, inputs.text)
+        return Conditions(inputs.text, inputs.image_embeds, feats)
+
+    def eps(self, z_t: torch.Tensor, t: torch.Tensor, cond: Conditions) -> torch.Tensor:
+        return self.denoiser(z_t, t, cond.text, cond.image_embeds, cond.garm_feats)
+
+    # --- sampling -----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def restore(
+        self,
+        person: torch.Tensor,
+        mask: torch.Tensor,
+        category: list[str],
+        num_inference_steps: int = 25,
+        guidance_scale: float = 1.5,
+        generator: torch.Generator | None = None,
+        sampler: str = "ddim",
+        eta: float = 0.0,
+        progress=None,
+        return_latents: bool = False,
+    ) -> torch.Tensor:
+        """Restore garments: (B,3,H,W) in [0,1]. GarmNet runs once for both CFG branches, before the loop."""
+        inputs = self.encode_inputs(person, mask, category)
+        b = person.shape[0]
+        keep = torch.ones(b, dtype=torch.bool, device=person.device)
+        if guidance_scale == 1.0:  # eq. 2 with s = 1 is the conditional prediction alone
+            cond = self.conditions(inputs, keep)
+            denoise = lambda z, t: self.eps(z, t, cond)  # noqa: E731
+        else:
+            both = inputs.cat(inputs)  # (2B, ...): first half conditional, second half dropped
+            cond = self.conditions(both, torch.cat([keep, ~keep]))
+            denoise = guided(lambda z, t: self.eps(z, t, cond), guidance_scale)
+        z_T = torch.randn(self.latent_shape(b), generator=generator, device=person.device, dtype=person.dtype)
+        scheduler = inference_scheduler(self.diffusion, sampler)
+        z0 = sample(
+            denoise, z_T, scheduler, num_inference_steps, generator=generator, eta=eta, progress=progress
+        )
+        self.denoiser.bank.set(None)  # release the features
+        if return_latents:
+            return z0
+        return (self.vae.decode(z0) + 1) / 2
+
+
+def build_model(
+    config: ModelConfig, diffusion: DiffusionConfig | None = None, meta: bool = False
+) -> IGRModel:
+    """Build every part from ``config``. With ``meta`` the parts are built on the meta device from the
+    architecture dicts alone (no files read, no memory used) — for parameter counts."""
+    parts = build_parts(config, meta=meta)
+    parts.pop("text_encoder")
+    return IGRModel(config, diffusion=diffusion, **parts)
+
+
+def build_parts(config: ModelConfig, meta: bool = False) -> dict[str, torch.nn.Module | None]:
+    sd_path = None if meta else config.sd_path
+    ctx = torch.device("meta") if meta else torch.device("cpu")
+    with ctx:
+        base = build_unet(config.unet, sd_path)
+        text_encoder = build_text_encoder(config.text_encoder, sd_path)
+        if text_encoder.config.hidden_size != base.config.cross_attention_dim:
+            raise IGRError(
+                f"text encoder width {text_encoder.config.hidden_size} != UNet cross_attention_dim "
+                f"{base.config.cross_attention_dim}"
+            )
+        image_encoder = GarmentImageEncoder(
+            config.image_encoder, config.clip_size, None if meta else config.image_encoder_path
+        )
+        # GarmNet starts as a copy of the (pretrained) denoiser UNet, plus a zero-initialised mask channel.
+        garmnet = None
+        if config.use_garmnet:
+            garmnet = GarmNet(
+                add_input_channels(copy.deepcopy(base), 1), timestep=DiffusionConfig().garmnet_timestep
+            )
+        denoiser = GarmDenoiser(
+            base,
+            image_embed_dim=image_encoder.embed_dim,
+            num_ip_tokens=config.num_ip_tokens,
+            ip_scale=config.ip_scale,
+            ip_adapter_path=None if meta else config.ip_adapter_path,
+        )
+        vae = FrozenVAE(build_vae(config.vae, sd_path, None if meta else config.vae_path))
+        prompts = CategoryPrompts(config.prompts, dim=text_encoder.config.hidden_size)
+    if not meta:
+        prompts.encode(text_encoder, config.tokenizer, config.sd_path)
+    text_encoder.requires_grad_(False)
+    if config.gradient_checkpointing:
+        for m in (garmnet, denoiser):
+            if m is not None:
+                m.unet.enable_gradient_checkpointing()
+    return dict(
+        garmnet=garmnet,
+        denoiser=denoiser,
+        vae=vae,
+        image_encoder=image_encoder,
+        prompts=prompts,
+        text_encoder=text_encoder,
+    )
+
+
+def parameter_counts(parts: dict[str, torch.nn.Module | None]) -> dict[str, int]:
+    """Per-component counts; the adapter's layers are counted apart from the denoiser they live in."""
+    counts: dict[str, int] = {}
+    den = parts["denoiser"].unet
+    counts["garmnet"] = sum(p.numel() for p in parts["garmnet"].parameters()) if parts.get("garmnet") else 0
+    counts["denoiser"] = sum(
+        p.numel() for n, p in den.named_parameters() if not adapter.is_adapter_parameter(n)
+    )
+    counts["adapter"] = sum(p.numel() for n, p in den.named_parameters() if adapter.is_adapter_parameter(n))
+    for name in ("vae", "image_encoder", "text_encoder"):
+        counts[name] = sum(p.numel() for p in parts[name].parameters()) if parts.get(name) is not None else 0
+    total = sum(counts.values())
+    # GarmNet's unused tail is frozen (see garmnet._unused_tail), so count requires_grad, not modules.
+    trainable = [m for m in (parts.get("garmnet"), parts["denoiser"]) if m is not None]
+    counts["trainable"] = sum(p.numel() for m in trainable for p in m.parameters() if p.requires_grad)
+    counts["frozen"] = total - counts["trainable"]
+    return counts

@@ -1,0 +1,81 @@
+"""Reading weight files from local paths, with one clear error per problem.
+
+Nothing here touches the network: every path comes from a config, and ``igr download-weights`` is the only
+code that fetches files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from igr.errors import WeightsError
+
+_WEIGHT_NAMES = (
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.bin",
+    "model.safetensors",
+    "pytorch_model.bin",
+)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a ``.safetensors`` or ``.bin``/``.pt``/``.pth`` file (``torch.load(weights_only=True)``: no pickles run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(
+            f"{path}: cannot read weights ({exc.__class__.__name__}: {str(exc).splitlines()[0]})"
+        ) from exc
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return dict(state)
+
+
+def check_shapes(
+    state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Size | tuple[int, ...]], path: str | Path
+) -> None:
+    """Raise a :class:`WeightsError` naming the first missing key or mismatched shape."""
+    missing = [k for k in expected if k not in state]
+    if missing:
+        shown = ", ".join(f"{k} {tuple(expected[k])}" for k in missing[:3])
+        raise WeightsError(f"{path}: missing {len(missing)} expected key(s), e.g. {shown}")
+    for key, shape in expected.items():
+        got = tuple(state[key].shape)
+        if got != tuple(shape):
+            raise WeightsError(f"{path}: '{key}' has shape {got}, expected {tuple(shape)}")
+
+
+def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """Strictly load ``state`` into ``module`` after checking every key and shape."""
+    expected = {k: v.shape for k, v in module.state_dict().items()}
+    check_shapes(state, expected, path)
+    unexpected = [k for k in state if k not in expected]
+    if unexpected:
+        raise WeightsError(f"{path}: {len(unexpected)} unexpected key(s), e.g. {', '.join(unexpected[:3])}")
+    module.load_state_dict(state, strict=True)
+
+
+def load_diffusers_model(cls, folder: str | Path):
+    """``cls.from_pretrained`` on a local diffusers/transformers folder, offline, with a one-line error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise WeightsError(f"{folder}: folder not found (expected a {cls.__name__} folder with config.json)")
+    if not (folder / "config.json").is_file():
+        raise WeightsError(f"{folder}: no config.json (expected a {cls.__name__} folder)")
+    if not any((folder / n).is_file() for n in _WEIGHT_NAMES):
+        raise WeightsError(f"{folder}: no weights file (expected one of {', '.join(_WEIGHT_NAMES)})")
+    try:
+        return cls.from_pretrained(str(folder), local_files_only=True)
+    except Exception as exc:
+        msg = " ".join(str(exc).split())[:300]
+        raise WeightsError(f"{folder}: cannot load {cls.__name__} ({exc.__class__.__name__}: {msg})") from exc

@@ -1,0 +1,109 @@
+"""``IGRSystem``: the LightningModule. It only wires the parts of :class:`igr.models.IGRModel` into a training
+step — encode the batch, drop conditions, add noise, ε-MSE — and an optimiser. Sampling lives in
+:mod:`igr.sampling`; metrics in :mod:`igr.metrics`.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from igr.config import (
+    CONFIG_DIR,
+    DiffusionConfig,
+    ModelConfig,
+    OptimConfig,
+    SamplingConfig,
+    load_model_config,
+)
+from igr.models import IGRModel, build_model
+from igr.sampling import training_scheduler
+
+
+class IGRSystem(L.LightningModule):
+    def __init__(
+        self,
+        model: ModelConfig | None = None,
+        diffusion: DiffusionConfig | None = None,
+        optim: OptimConfig | None = None,
+        sampling: SamplingConfig | None = None,
+    ) -> None:
+        """
+        Args:
+            model: architecture and weight paths (default: the embedded tiny config).
+            diffusion: noise schedule and condition-drop probability.
+            optim: AdamW settings (paper: lr 1e-5).
+            sampling: DDIM steps and guidance used by validation sampling and metrics.
+        """
+        super().__init__()
+        self.model_config = model or load_model_config(CONFIG_DIR / "model" / "tiny.yaml")
+        self.diffusion = diffusion or DiffusionConfig()
+        self.optim = optim or OptimConfig()
+        self.sampling = sampling or SamplingConfig()
+        self.save_hyperparameters(ignore=[])
+        self.model: IGRModel = build_model(self.model_config, self.diffusion)
+        for m in self.model.frozen_modules():
+            m.requires_grad_(False)
+        self.noise_scheduler = training_scheduler(self.diffusion)
+
+    # --- loss ---------------------------------------------------------------------------------------------
+    def diffusion_loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        person, mask, garment = batch["person"], batch["mask"], batch["garment"]
+        b, dev = person.shape[0], person.device
+        z0 = self.model.vae.encode(garment, sample=True, generator=generator)  # (B,4,h,w) target latent
+        inputs = self.model.encode_inputs(person, mask, list(batch["category"]))
+        keep = torch.rand(b, device=dev, generator=generator) >= self.diffusion.condition_drop
+        cond = self.model.conditions(inputs, keep)
+        noise = torch.randn(z0.shape, device=dev, dtype=z0.dtype, generator=generator)
+        t = torch.randint(0, self.diffusion.train_timesteps, (b,), device=dev, generator=generator)
+        z_t = self.noise_scheduler.add_noise(z0, noise, t)
+        eps = self.model.eps(z_t, t, cond)
+        return F.mse_loss(eps.float(), noise.float())
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.diffusion_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["person"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        # Fixed noise per batch index, so val loss curves compare across epochs and runs.
+        gen = torch.Generator(device=batch["person"].device).manual_seed(1000 + batch_idx)
+        loss = self.diffusion_loss(batch, generator=gen)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["person"].shape[0])
+        return loss
+
+    @torch.no_grad()
+    def restore(
+        self,
+        batch: dict,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Restored garments for a batch: (B,3,H,W) in [0,1] (used by metrics and image logging)."""
+        return self.model.restore(
+            batch["person"],
+            batch["mask"],
+            list(batch["category"]),
+            num_inference_steps=num_inference_steps or self.sampling.steps,
+            guidance_scale=self.sampling.guidance_scale if guidance_scale is None else guidance_scale,
+            generator=generator,
+            sampler=self.sampling.sampler,
+            eta=self.sampling.eta,
+        )
+
+    # --- optimisation -------------------------------------------------------------------------------------
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for m in self.model.trainable_modules() for p in m.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(
+            self.trainable_parameters(),
+            lr=self.optim.lr,
+            betas=tuple(self.optim.betas),
+            weight_decay=self.optim.weight_decay,
+        )
+        warmup = max(1, self.optim.warmup_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

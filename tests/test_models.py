@@ -1,0 +1,110 @@
+"""Model-level behaviour on the tiny config: conditioning paths, GarmNet once per sample, frozen tail."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+
+from igr.errors import IGRError
+from igr.models.garmnet import GarmNet
+from igr.models.image_encoder import garment_crop
+from igr.models.unet import add_input_channels
+
+
+def test_changing_the_person_changes_eps(tiny_model, batch):
+    m = tiny_model
+    z, t = torch.randn(m.latent_shape(2)), torch.tensor([10, 400])
+    eps = []
+    for person in (batch["person"], batch["person"].flip(-1)):
+        cond = m.conditions(m.encode_inputs(person, batch["mask"], batch["category"]))
+        eps.append(m.eps(z, t, cond))
+    assert eps[0].shape == z.shape
+    assert (eps[0] - eps[1]).abs().max() > 1e-4
+
+
+def test_pixels_outside_the_mask_do_not_reach_the_ip_adapter(tiny_model, batch):
+    person, mask = batch["person"], batch["mask"]
+    outside = person.clone()
+    outside[mask.expand_as(person) == 0] = torch.rand_like(person)[mask.expand_as(person) == 0]
+    assert not torch.equal(outside, person)
+    assert torch.equal(garment_crop(person, mask, 32), garment_crop(outside, mask, 32))
+    enc = tiny_model.image_encoder
+    assert torch.equal(enc(person, mask), enc(outside, mask))
+    inside = person.clone()
+    inside[mask.expand_as(person) == 1] *= -1
+    assert not torch.equal(enc(person, mask), enc(inside, mask))
+
+
+def test_garment_crop_keeps_proportions():
+    person = torch.ones(1, 3, 64, 48)
+    mask = torch.zeros(1, 1, 64, 48)
+    mask[..., 10:50, 20:30] = 1  # tall thin garment: 40 x 10
+    crop = garment_crop(person, mask, 32)
+    assert crop.shape == (1, 3, 32, 32)
+    cols = (crop[0, 0] > 0.5).any(0).nonzero().flatten()
+    assert 6 <= len(cols) <= 10  # ~ 32 * 10/40 wide, not stretched to 32
+    assert torch.equal(garment_crop(person, torch.zeros_like(mask), 32), torch.zeros(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize("steps,guidance", [(3, 1.5), (7, 1.5), (4, 1.0)])
+def test_garmnet_runs_once_per_sample_call(tiny_model, batch, steps, guidance):
+    calls = []
+    hook = tiny_model.garmnet.register_forward_hook(lambda *a: calls.append(1))
+    den_calls = []
+    hook2 = tiny_model.denoiser.register_forward_hook(lambda *a: den_calls.append(1))
+    try:
+        out = tiny_model.restore(
+            batch["person"],
+            batch["mask"],
+            batch["category"],
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+        )
+    finally:
+        hook.remove()
+        hook2.remove()
+    assert len(calls) == 1
+    assert len(den_calls) == steps  # CFG branches batched into one call per step
+    assert out.shape == (2, 3, 64, 48) and out.min() >= 0 and out.max() <= 1
+
+
+def test_restore_is_seeded(tiny_model, batch):
+    def run(seed):
+        g = torch.Generator().manual_seed(seed)
+        return tiny_model.restore(
+            batch["person"], batch["mask"], batch["category"], num_inference_steps=2, generator=g
+        )
+
+    assert torch.equal(run(1), run(1))
+    assert not torch.equal(run(1), run(2))
+
+
+def test_unknown_category_names_the_key(tiny_model, batch):
+    with pytest.raises(IGRError, match="unknown category 'shoes'"):
+        tiny_model.encode_inputs(batch["person"], batch["mask"], ["upper", "shoes"])
+
+
+def test_garmnet_mask_channel_starts_at_zero(tiny_config):
+    base = UNet2DConditionModel(**tiny_config.unet)
+    wide = add_input_channels(copy.deepcopy(base), 1)
+    assert wide.config.in_channels == 5
+    assert torch.equal(wide.conv_in.weight[:, :4], base.conv_in.weight)
+    assert torch.count_nonzero(wide.conv_in.weight[:, 4]) == 0
+    # so GarmNet's first layer on [latent, mask] equals SD's on the latent alone
+    x = torch.randn(1, 4, 16, 12)
+    torch.testing.assert_close(wide.conv_in(torch.cat([x, torch.ones(1, 1, 16, 12)], 1)), base.conv_in(x))
+
+
+def test_frozen_tail_is_exactly_what_gets_no_gradient(tiny_config):
+    garmnet = GarmNet(add_input_channels(UNet2DConditionModel(**tiny_config.unet), 1))
+    for p in garmnet.parameters():
+        p.requires_grad_(True)
+    feats = garmnet(torch.randn(2, 4, 16, 12), torch.ones(2, 1, 64, 48), torch.randn(2, 77, 32))
+    sum(f.square().mean() for f in feats.values()).backward()
+    no_grad = {n for n, p in garmnet.named_parameters() if p.grad is None}
+    fresh = GarmNet(add_input_channels(UNet2DConditionModel(**tiny_config.unet), 1))
+    frozen = {n for n, p in fresh.named_parameters() if not p.requires_grad}
+    assert frozen and frozen == no_grad
