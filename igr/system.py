@@ -17,6 +17,7 @@ from igr.config import (
     SamplingConfig,
     load_model_config,
 )
+from igr.errors import IGRError
 from igr.models import IGRModel, build_model
 from igr.sampling import training_scheduler
 
@@ -28,6 +29,7 @@ class IGRSystem(L.LightningModule):
         diffusion: DiffusionConfig | None = None,
         optim: OptimConfig | None = None,
         sampling: SamplingConfig | None = None,
+        init_from: str | None = None,
     ) -> None:
         """
         Args:
@@ -35,6 +37,8 @@ class IGRSystem(L.LightningModule):
             diffusion: noise schedule and condition-drop probability.
             optim: AdamW settings (paper: lr 1e-5).
             sampling: DDIM steps and guidance used by validation sampling and metrics.
+            init_from: start the trainable weights from a checkpoint (``.ckpt``) or exported pipeline folder —
+                how the HQFT fine-tune starts from the coarse run (paper §3.3).
         """
         super().__init__()
         self.model_config = model or load_model_config(CONFIG_DIR / "model" / "tiny.yaml")
@@ -46,6 +50,8 @@ class IGRSystem(L.LightningModule):
         for m in self.model.frozen_modules():
             m.requires_grad_(False)
         self.noise_scheduler = training_scheduler(self.diffusion)
+        if init_from:
+            load_trainable_weights(self.model, init_from)
 
     # --- loss ---------------------------------------------------------------------------------------------
     def diffusion_loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -63,6 +69,16 @@ class IGRSystem(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.diffusion_loss(batch)
+        # Every rank takes the same decision, so DDP/DeepSpeed stop together; checkpoints already written
+        # are left as they are (nothing is saved after a bad step).
+        finite = bool(torch.isfinite(loss))
+        if self._trainer is not None:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            raise FloatingPointError(
+                f"non-finite training loss at step {self.global_step}; stopping. The last good checkpoint is the "
+                "newest file in the run's checkpoints/ folder (lower optim.lr or check the data)."
+            )
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["person"].shape[0])
         return loss
 
@@ -107,3 +123,29 @@ class IGRSystem(L.LightningModule):
         warmup = max(1, self.optim.warmup_steps)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def load_trainable_weights(model: IGRModel, source: str) -> None:
+    """Copy GarmNet/denoiser(+adapter) weights from a Lightning checkpoint or a pipeline folder into ``model``."""
+    from pathlib import Path
+
+    from igr.export import load_checkpoint_state
+    from igr.models.weights import load_into, read_state_dict
+
+    path = Path(source)
+    if path.is_dir() and (path / "model.yaml").is_file():
+        for name in ("garmnet", "denoiser"):
+            module = getattr(model, name)
+            if module is not None:
+                load_into(module, read_state_dict(path / f"{name}.safetensors"), path / f"{name}.safetensors")
+        return
+    if not path.exists():
+        raise IGRError(f"{path}: init_from checkpoint not found")
+    state, _ = load_checkpoint_state(path)
+    for name in ("garmnet", "denoiser"):
+        module = getattr(model, name)
+        if module is None:
+            continue
+        prefix = f"model.{name}."
+        part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        load_into(module, part, f"{path} [{name}]")

@@ -157,21 +157,29 @@ class IGRModel(torch.nn.Module):
 
 
 def build_model(
-    config: ModelConfig, diffusion: DiffusionConfig | None = None, meta: bool = False
+    config: ModelConfig,
+    diffusion: DiffusionConfig | None = None,
+    meta: bool = False,
+    encode_prompts: bool = True,
 ) -> IGRModel:
     """Build every part from ``config``. With ``meta`` the parts are built on the meta device from the
-    architecture dicts alone (no files read, no memory used) — for parameter counts."""
-    parts = build_parts(config, meta=meta)
+    architecture dicts alone (no files read, no memory used) — for parameter counts. ``encode_prompts=False``
+    skips the text encoder (the embeddings are loaded afterwards, as pipeline folders do)."""
+    parts = build_parts(config, meta=meta, encode_prompts=encode_prompts)
     parts.pop("text_encoder")
     return IGRModel(config, diffusion=diffusion, **parts)
 
 
-def build_parts(config: ModelConfig, meta: bool = False) -> dict[str, torch.nn.Module | None]:
+def build_parts(
+    config: ModelConfig, meta: bool = False, encode_prompts: bool = True
+) -> dict[str, torch.nn.Module | None]:
     sd_path = None if meta else config.sd_path
     ctx = torch.device("meta") if meta else torch.device("cpu")
     with ctx:
         base = build_unet(config.unet, sd_path)
-        text_encoder = build_text_encoder(config.text_encoder, sd_path)
+    with torch.device("meta") if (meta or not encode_prompts) else ctx:
+        text_encoder = build_text_encoder(config.text_encoder, None if not encode_prompts else sd_path)
+    with ctx:
         if text_encoder.config.hidden_size != base.config.cross_attention_dim:
             raise IGRError(
                 f"text encoder width {text_encoder.config.hidden_size} != UNet cross_attention_dim "
@@ -195,7 +203,7 @@ def build_parts(config: ModelConfig, meta: bool = False) -> dict[str, torch.nn.M
         )
         vae = FrozenVAE(build_vae(config.vae, sd_path, None if meta else config.vae_path))
         prompts = CategoryPrompts(config.prompts, dim=text_encoder.config.hidden_size)
-    if not meta:
+    if not meta and encode_prompts:
         prompts.encode(text_encoder, config.tokenizer, config.sd_path)
     text_encoder.requires_grad_(False)
     if config.gradient_checkpointing:
