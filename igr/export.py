@@ -143,4 +143,42 @@ def load_checkpoint_state(ckpt: str | Path) -> tuple[dict[str, torch.Tensor], di
         raise IGRError(f"{ckpt}: cannot read checkpoint ({exc.__class__.__name__})") from exc
     if "state_dict" not in data:
         raise IGRError(f"{ckpt}: not a Lightning checkpoint (no state_dict)")
-    return data["state_dict"], data.get("hyper_parameters", {})
+    state = dict(data["state_dict"])
+    if "ema_state" in data:
+        state["ema_state"] = data["ema_state"]
+    return state, data.get("hyper_parameters", {})
+
+
+def export_checkpoint(ckpt: str | Path, out: str | Path, ema: bool = False, overwrite: bool = False) -> Path:
+    """Pipeline folder from a training checkpoint: the config in its hyper-parameters, every weight from its
+    state dict (frozen parts included), so no weight path of the training run needs to exist."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise IGRError(f"{out}: already exists (pass --overwrite to replace it)")
+    state, hparams = load_checkpoint_state(ckpt)
+    cfg = hparams.get("model")
+    if isinstance(cfg, dict):
+        cfg = model_config_from_dict(cfg, where=f"{ckpt} hyper-parameters")
+    if not isinstance(cfg, ModelConfig):
+        raise IGRError(f"{ckpt}: checkpoint has no model config in its hyper-parameters")
+    diffusion, sampling = hparams.get("diffusion"), hparams.get("sampling")
+    diffusion = DiffusionConfig(**diffusion) if isinstance(diffusion, dict) else diffusion
+    sampling = SamplingConfig(**sampling) if isinstance(sampling, dict) else sampling
+    if not cfg.unet or not cfg.vae:
+        raise IGRError(f"{ckpt}: model config lacks the unet/vae architecture dicts needed to rebuild it")
+    arch = dataclasses.replace(
+        cfg, sd_path=None, vae_path=None, ip_adapter_path=None, image_encoder_path=None
+    )
+    if not arch.text_encoder:
+        arch = dataclasses.replace(
+            arch, text_encoder={"hidden_size": int(state["model.prompts.embeddings"].shape[-1])}
+        )
+    model = build_model(arch, diffusion, encode_prompts=False)
+    if ema and "ema_state" not in state:
+        raise IGRError(f"{ckpt}: no EMA weights in this checkpoint (train with the EMA callback)")
+    prefix = "model."
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix) and k != "ema_state"}
+    if ema:
+        weights.update({k[len(prefix) :]: v for k, v in state["ema_state"].items()})
+    load_into(model, weights, ckpt)
+    return export_pipeline(model.eval(), out, sampling=sampling, overwrite=overwrite)

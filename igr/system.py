@@ -5,6 +5,8 @@ step — encode the batch, drop conditions, add noise, ε-MSE — and an optimis
 
 from __future__ import annotations
 
+import dataclasses
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,7 @@ from igr.config import (
     OptimConfig,
     SamplingConfig,
     load_model_config,
+    model_config_from_dict,
 )
 from igr.errors import IGRError
 from igr.models import IGRModel, build_model
@@ -41,11 +44,22 @@ class IGRSystem(L.LightningModule):
                 how the HQFT fine-tune starts from the coarse run (paper §3.3).
         """
         super().__init__()
+        if isinstance(model, dict):  # from a checkpoint's hyper-parameters
+            model = model_config_from_dict(model, where="checkpoint hyper-parameters")
         self.model_config = model or load_model_config(CONFIG_DIR / "model" / "tiny.yaml")
-        self.diffusion = diffusion or DiffusionConfig()
-        self.optim = optim or OptimConfig()
-        self.sampling = sampling or SamplingConfig()
-        self.save_hyperparameters(ignore=[])
+        self.diffusion = _typed(DiffusionConfig, diffusion)
+        self.optim = _typed(OptimConfig, optim)
+        self.sampling = _typed(SamplingConfig, sampling)
+        # Plain dicts, so checkpoints describe the model without pickled classes; `igr export` rebuilds from them.
+        self.save_hyperparameters(
+            {
+                "model": dataclasses.asdict(self.model_config),
+                "diffusion": dataclasses.asdict(self.diffusion),
+                "optim": dataclasses.asdict(self.optim),
+                "sampling": dataclasses.asdict(self.sampling),
+                "init_from": init_from,
+            }
+        )
         self.model: IGRModel = build_model(self.model_config, self.diffusion)
         for m in self.model.frozen_modules():
             m.requires_grad_(False)
@@ -123,6 +137,12 @@ class IGRSystem(L.LightningModule):
         warmup = max(1, self.optim.warmup_steps)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _typed(cls, value):
+    if value is None:
+        return cls()
+    return cls(**value) if isinstance(value, dict) else value
 
 
 def load_trainable_weights(model: IGRModel, source: str) -> None:

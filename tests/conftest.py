@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
-
+# Before torch loads OpenMP: idle threads sleep instead of spinning, which on a busy 2-core machine makes
+# small-tensor tests ~10x faster (measured) and costs nothing measurable when the machine is idle.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 

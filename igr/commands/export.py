@@ -1,0 +1,51 @@
+"""``igr export``: a pipeline folder (safetensors + config; no pickles, no optimizer state).
+
+igr export CKPT --out DIR                 from a training checkpoint (.ckpt, or a DeepSpeed folder)
+igr export --untrained MODEL.yaml --out DIR [--vae-path P] [--seed S]
+                                          the same model at initialisation (the "init" row of reports)
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from igr.errors import IGRError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "ckpt", nargs="?", help="Lightning checkpoint (.ckpt file or DeepSpeed checkpoint folder)"
+    )
+    parser.add_argument(
+        "--untrained", metavar="MODEL_YAML", help="export an untrained model built from this config"
+    )
+    parser.add_argument("--vae-path", help="with --untrained: the model's VAE folder (overrides the config)")
+    parser.add_argument("--seed", type=int, default=0, help="with --untrained: initialisation seed")
+    parser.add_argument("--out", required=True, help="pipeline folder to write")
+    parser.add_argument("--ema", action="store_true", help="export the EMA weights stored in the checkpoint")
+    parser.add_argument("--overwrite", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from igr.export import export_checkpoint, export_pipeline
+
+    if bool(args.ckpt) == bool(args.untrained):
+        raise IGRError("give either a checkpoint or --untrained MODEL_YAML")
+    if args.ckpt:
+        out = export_checkpoint(args.ckpt, args.out, ema=args.ema, overwrite=args.overwrite)
+        print(f"exported {args.ckpt} → {out}")
+        return 0
+    import dataclasses
+
+    import torch
+
+    from igr.config import load_model_config
+    from igr.models import build_model
+
+    cfg = load_model_config(args.untrained)
+    if args.vae_path:
+        cfg = dataclasses.replace(cfg, vae_path=args.vae_path)
+    torch.manual_seed(args.seed)
+    out = export_pipeline(build_model(cfg).eval(), args.out, overwrite=args.overwrite)
+    print(f"exported untrained {cfg.name} (seed {args.seed}) → {out}")
+    return 0

@@ -1,0 +1,118 @@
+"""Training the tiny world's VAE: the frozen "pretrained" autoencoder that SD1.5's VAE stands for in the demo.
+
+An ``AutoencoderKL`` with the architecture of the model config, trained on the person and garment images of a
+shard set with L1 + a small KL term (SD's VAE also used LPIPS and a GAN loss; both need weights or time the tiny
+world does not have). Afterwards the latent scaling factor is set to 1/std of the latents, as SD does, so the
+diffusion model sees unit-variance latents. Saved as a diffusers folder (``vae_path`` in the model config).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from igr.config import ModelConfig
+from igr.errors import IGRError
+
+
+def load_images(shards: str, size: tuple[int, int], limit: int | None = None) -> torch.Tensor:
+    """Person and garment images of a shard set as one (N,3,H,W) tensor in [-1,1]."""
+    from igr.data.shards import iter_samples
+
+    images = []
+    for i, s in enumerate(iter_samples(shards, image_size=size)):
+        if limit is not None and i >= limit:
+            break
+        images.append(s["person"])
+        if "garment" in s:
+            images.append(s["garment"])
+    if not images:
+        raise IGRError(f"{shards}: no usable samples to train the VAE on")
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()  # (N,3,H,W) uint8 range
+    return x / 127.5 - 1
+
+
+def train_vae(
+    config: ModelConfig,
+    shards: str,
+    out: str | Path,
+    steps: int = 400,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    kl_weight: float = 1e-6,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> dict:
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise IGRError(f"{out}: already exists (pass --overwrite to replace it)")
+    if not config.vae:
+        raise IGRError("model.vae: the config has no VAE architecture to train")
+    torch.manual_seed(seed)
+    data = load_images(shards, tuple(config.resolution))
+    gen = torch.Generator().manual_seed(seed)
+    vae = AutoencoderKL(**config.vae).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    columns = [
+        TextColumn("tiny VAE"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("l1 {task.fields[l1]:.4f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    losses = []
+    with Progress(*columns) as progress:
+        task = progress.add_task("vae", total=steps, l1=float("nan"))
+        for _ in range(steps):
+            idx = torch.randint(0, len(data), (batch_size,), generator=gen)
+            x = data[idx]
+            flip = torch.rand(batch_size, generator=gen) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            post = vae.encode(x).latent_dist
+            rec = vae.decode(post.sample(gen)).sample
+            l1 = (rec - x).abs().mean()
+            loss = l1 + kl_weight * post.kl().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(l1))
+            progress.update(task, advance=1, l1=float(np.mean(losses[-20:])))
+    vae.eval()
+    with torch.no_grad():
+        sample = data[torch.randperm(len(data), generator=gen)[:256]]
+        latents = torch.cat([vae.encode(b).latent_dist.mode() for b in sample.split(64)])
+        rec_l1 = float(
+            torch.cat(
+                [(vae.decode(vae.encode(b).latent_dist.mode()).sample - b).abs() for b in sample.split(64)]
+            ).mean()
+        )
+    scaling = float(1.0 / latents.std())
+    vae.register_to_config(scaling_factor=scaling)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        vae.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {
+        "steps": steps,
+        "images": len(data),
+        "final_l1": float(np.mean(losses[-20:])),
+        "reconstruction_l1": rec_l1,
+        "scaling_factor": scaling,
+        "out": str(out),
+    }
