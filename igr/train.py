@@ -30,8 +30,9 @@ class IGRCLI(LightningCLI):
         _check_setup(self.model, self.datamodule)
 
 
-def _unknown_key_hint(argv: list[str]) -> None:
-    """jsonargparse reports unknown keys tersely; name the nearest valid keys before it exits."""
+def _preflight(argv: list[str]) -> None:
+    """Before LightningCLI starts: a missing DeepSpeed extra, and unknown config keys with the nearest valid
+    ones (jsonargparse's own message for those is a page of union-type diagnostics)."""
     from omegaconf import OmegaConf
 
     from igr.data import IGRDataModule
@@ -41,6 +42,11 @@ def _unknown_key_hint(argv: list[str]) -> None:
     for path in configs:
         if not Path(path).is_file():
             raise IGRError(f"{path}: config file not found")
+        if "DeepSpeedStrategy" in Path(path).read_text() or "deepspeed" in " ".join(argv).lower():
+            import importlib.util
+
+            if importlib.util.find_spec("deepspeed") is None:
+                raise IGRError(f"{path}: uses DeepSpeed, which is not installed (pip install -e .[deepspeed])")
         doc = OmegaConf.to_container(OmegaConf.load(path))
         if not isinstance(doc, dict):
             raise IGRError(f"{path}: expected a mapping at the top level")
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     from igr.system import IGRSystem
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    _unknown_key_hint(argv)
+    _preflight(argv)
     # `args` always carries the arguments here, also when `igr fit` was typed on a command line.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     IGRCLI(

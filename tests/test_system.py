@@ -43,3 +43,23 @@ def test_restore_for_metrics(batch):
         batch, num_inference_steps=2, guidance_scale=1.5, generator=torch.Generator().manual_seed(0)
     )
     assert out.shape == (2, 3, 64, 48) and 0 <= out.min() and out.max() <= 1
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(batch, tiny_config):
+    """The GarmFus bank is read inside checkpointed blocks during the backward recomputation: gradients
+    (GarmNet's included) must equal the plain run's."""
+    import dataclasses
+
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        system = IGRSystem(model=dataclasses.replace(tiny_config, gradient_checkpointing=ckpt)).train()
+        assert system.model.denoiser.unet.is_gradient_checkpointing == ckpt
+        assert system.model.garmnet.unet.is_gradient_checkpointing == ckpt
+        loss = system.diffusion_loss(batch, generator=torch.Generator().manual_seed(0))
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in system.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert any(k.startswith("model.garmnet.") for k in grads[0])
+    for k in grads[0]:
+        torch.testing.assert_close(grads[0][k], grads[1][k], atol=1e-6, rtol=1e-5, msg=k)

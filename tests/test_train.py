@@ -156,3 +156,25 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shards, tmp_pa
     with pytest.raises(FloatingPointError, match="non-finite training loss at step 2"):
         main([*base, "--trainer.max_steps=4", f"--ckpt_path={last}"])
     assert last.read_bytes() == before
+
+
+def test_deepspeed_overlay_builds_the_paper_setup():
+    """The 4xA100 overlay: DeepSpeed ZeRO-2 (built here on CPU, not launched), bf16, global batch = paper's 32."""
+    pytest.importorskip("deepspeed")
+    import importlib
+
+    from omegaconf import OmegaConf
+
+    from igr.config import PAPER
+
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "trainer" / "deepspeed_4xa100.yaml"))
+    t = cfg["trainer"]
+    module, _, name = t["strategy"]["class_path"].rpartition(".")
+    strategy = getattr(importlib.import_module(module), name)(**t["strategy"]["init_args"])
+    zero = strategy.config["zero_optimization"]
+    assert zero["stage"] == 2 and zero["overlap_comm"] and zero["contiguous_gradients"]
+    assert t["precision"] == "bf16-mixed"
+    assert t["devices"] * t["num_nodes"] * t["accumulate_grad_batches"] * cfg["data"]["batch_size"] == (
+        PAPER["optim"]["global_batch_size"]
+    )
+    assert cfg["model"]["model"]["gradient_checkpointing"] is True

@@ -10,6 +10,7 @@ import copy
 from dataclasses import dataclass
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 from igr.config import DiffusionConfig, ModelConfig
 from igr.errors import IGRError
@@ -128,32 +129,42 @@ class IGRModel(torch.nn.Module):
         category: list[str],
         num_inference_steps: int = 25,
         guidance_scale: float = 1.5,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         sampler: str = "ddim",
         eta: float = 0.0,
         progress=None,
+        latents: torch.Tensor | None = None,
         return_latents: bool = False,
     ) -> torch.Tensor:
-        """Restore garments: (B,3,H,W) in [0,1]. GarmNet runs once for both CFG branches, before the loop."""
+        """Restore garments: (B,3,H,W) in [0,1]. GarmNet runs once for both CFG branches, before the loop.
+
+        ``generator`` may be one generator or one per image, on any device (the noise is drawn there and moved);
+        ``latents`` gives z_T directly. Inputs may stay float32 while the model runs in fp16/bf16: the frozen
+        encoders cast them."""
+        if num_inference_steps < 1:
+            raise IGRError(f"num_inference_steps={num_inference_steps}: must be at least 1")
         inputs = self.encode_inputs(person, mask, category)
-        b = person.shape[0]
-        keep = torch.ones(b, dtype=torch.bool, device=person.device)
-        if guidance_scale == 1.0:  # eq. 2 with s = 1 is the conditional prediction alone
-            cond = self.conditions(inputs, keep)
-            denoise = lambda z, t: self.eps(z, t, cond)  # noqa: E731
-        else:
-            both = inputs.cat(inputs)  # (2B, ...): first half conditional, second half dropped
-            cond = self.conditions(both, torch.cat([keep, ~keep]))
-            denoise = guided(lambda z, t: self.eps(z, t, cond), guidance_scale)
-        z_T = torch.randn(self.latent_shape(b), generator=generator, device=person.device, dtype=person.dtype)
-        scheduler = inference_scheduler(self.diffusion, sampler)
-        z0 = sample(
-            denoise, z_T, scheduler, num_inference_steps, generator=generator, eta=eta, progress=progress
-        )
-        self.denoiser.bank.set(None)  # release the features
+        b, device = person.shape[0], person.device
+        dtype = next(self.denoiser.parameters()).dtype
+        keep = torch.ones(b, dtype=torch.bool, device=device)
+        try:
+            if guidance_scale == 1.0:  # eq. 2 with s = 1 is the conditional prediction alone: half the work
+                cond = self.conditions(inputs, keep)
+                denoise = lambda z, t: self.eps(z, t, cond)  # noqa: E731
+            else:
+                both = inputs.cat(inputs)  # (2B, ...): first half conditional, second half dropped
+                cond = self.conditions(both, torch.cat([keep, ~keep]))
+                denoise = guided(lambda z, t: self.eps(z, t, cond), guidance_scale)
+            if latents is None:
+                latents = randn_tensor(self.latent_shape(b), generator=generator, device=device, dtype=dtype)
+            scheduler = inference_scheduler(self.diffusion, sampler)
+            z0 = sample(denoise, latents.to(device, dtype), scheduler, num_inference_steps, generator=generator,
+                        eta=eta, progress=progress)
+        finally:
+            self.denoiser.bank.set(None)  # release GarmNet's features, also if sampling failed
         if return_latents:
             return z0
-        return (self.vae.decode(z0) + 1) / 2
+        return ((self.vae.decode(z0).float() + 1) / 2).clamp(0, 1)
 
 
 def build_model(
