@@ -1,0 +1,1 @@
+"""``igr`` sub-commands owned by the metrics package."""
