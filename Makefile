@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-all lint format info info-sd15 demo demo-long train-coarse finetune eval \
-        eval-guidance ablate bench download-weights clean
+        eval-guidance ablate download-weights clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -44,8 +44,39 @@ info-sd15: $(STAMP) ## parameter counts of the paper's SD1.5-size model (meta de
 download-weights: $(STAMP) ## fetch SD1.5, IP-Adapter, ViT-H-14 and metric weights into weights/ (needs a network)
 	$(BIN)/igr download-weights --to weights
 
-demo: $(STAMP) ## synthetic data → tiny VAE → coarse → HQFT fine-tune → eval → outputs/demo/report.md
-	@echo "make demo: not available yet — training (issue 5) and evaluation (issue 6) are still being built." >&2; exit 1
+demo: $(STAMP) ## synthetic data → tiny VAE → coarse → HQFT fine-tune → eval → outputs/demo/report.md (≤15 min)
+	$(BIN)/igr demo --profile default
+
+demo-long: $(STAMP) ## the demo with a longer schedule (≤60 min on 2 cores) → outputs/demo-long/
+	$(BIN)/igr demo --profile long --out outputs/demo-long --shards shards/demo-long
+
+# --- the paper's runs (need weights from `make download-weights` and shards from `igr make-shards`) -------------
+TRAINER ?= configs/trainer/deepspeed_4xa100.yaml
+COARSE_CKPT ?= outputs/coarse/checkpoints/last.ckpt
+MODEL ?= outputs/finetune/pipeline
+PAIRED ?= shards/viton-hd/test.json
+UNPAIRED ?= shards/streettryon/test.json
+METRICS ?= configs/metrics/default.yaml
+
+train-coarse: $(STAMP) ## coarse stage (paper §3.3) on shards/coarse; TRAINER= picks the hardware overlay
+	$(BIN)/igr fit -c configs/experiment/coarse.yaml -c $(TRAINER)
+
+finetune: $(STAMP) ## HQFT fine-tune from $(COARSE_CKPT) on shards/hqft, then export $(MODEL)
+	$(BIN)/igr fit -c configs/experiment/finetune.yaml -c $(TRAINER) --model.init_from=$(COARSE_CKPT)
+	$(BIN)/igr export outputs/finetune/checkpoints/last.ckpt --out $(MODEL)
+
+eval: $(STAMP) ## Table 1 layout: paired $(PAIRED) + unpaired $(UNPAIRED) for MODEL=$(MODEL)
+	$(BIN)/igr eval --model $(MODEL) --name "IGR (ours)" --shards $(PAIRED) --unpaired-shards $(UNPAIRED) \
+		--real $(PAIRED) -c $(METRICS) --out outputs/eval --overwrite
+
+eval-guidance: $(STAMP) ## Table 3: guidance sweep 1.0/1.5/2.0/2.5 in one run (real-set features reused)
+	$(BIN)/igr eval --model $(MODEL) --name "IGR" --guidance 1.0,1.5,2.0,2.5 --shards $(PAIRED) \
+		--unpaired-shards $(UNPAIRED) --real $(PAIRED) -c $(METRICS) --out outputs/eval-guidance --overwrite
+
+ablate: $(STAMP) ## Table 2: w/o GarmNet, w/o HQFT, full (pipelines from the three runs; see README)
+	$(BIN)/igr eval --model outputs/ablate-no-garmnet/pipeline --name "w/o GarmNet" \
+		--model outputs/coarse/pipeline --name "w/o HQFT" --model $(MODEL) --name "Ours" \
+		--shards $(PAIRED) --unpaired-shards $(UNPAIRED) --real $(PAIRED) -c $(METRICS) --out outputs/ablate --overwrite
 
 clean: ## remove generated shards and outputs (keeps .venv)
 	rm -rf shards outputs lightning_logs

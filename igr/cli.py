@@ -20,7 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "igr.commands.download",
         "fetch SD1.5, IP-Adapter and CLIP weights (needs a network)",
     ),
+    "demo": ("igr.demo", "run the whole tiny pipeline end to end and write outputs/demo/report.md"),
     "fit": ("igr.train", "train with LightningCLI (coarse or HQFT fine-tune)"),
+    "train-vae": ("igr.commands.train_vae", "train the tiny world's VAE on shards (demo)"),
+    "export": ("igr.commands.export", "write a pipeline folder (safetensors + config) from a checkpoint"),
     "make-shards": (
         "igr.data.commands.make_shards",
         "convert a dataset (or generate synthetic data) to WebDataset shards",
@@ -28,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-shards": ("igr.data.commands.check_shards", "validate shards and count good samples and failures"),
     "curate": ("igr.data.commands.curate", "build the HQFT fine-tune set from the coarse shards"),
     "bench-data": ("igr.data.commands.bench_data", "measure decode + augment throughput"),
+    "eval": ("igr.commands.eval", "restore test shards with pipeline folders and score them (Tables 1-3)"),
+    "restore": ("igr.commands.restore", "restore garments from person photos (single image or a folder)"),
     "eval-folders": (
         "igr.metrics.commands.eval_folders",
         "score predicted images against ground truth folders",

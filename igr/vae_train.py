@@ -60,7 +60,10 @@ def train_vae(
     gen = torch.Generator().manual_seed(seed)
     vae = AutoencoderKL(**config.vae).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then cosine decay to 0
+        opt, lambda i: min((i + 1) / warmup, 0.5 * (1 + np.cos(np.pi * min(i, steps) / steps)))
+    )
     columns = [
         TextColumn("tiny VAE"),
         BarColumn(),
@@ -85,7 +88,7 @@ def train_vae(
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(l1))
+            losses.append(l1.item())
             progress.update(task, advance=1, l1=float(np.mean(losses[-20:])))
     vae.eval()
     with torch.no_grad():

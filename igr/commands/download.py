@@ -26,8 +26,6 @@ SD15_PATTERNS = [
 IP_ADAPTER = ("h94/IP-Adapter", "models/ip-adapter_sd15.safetensors")
 OPEN_CLIP_H14 = ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "open_clip_pytorch_model.bin")
 
-# Metric backbones: (repo, file) on the Hugging Face hub, or a direct URL, and where they go under DIR.
-METRIC_FILES: dict[str, tuple[str, str]] = {}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

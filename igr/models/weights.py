@@ -75,7 +75,8 @@ def load_diffusers_model(cls, folder: str | Path):
     if not any((folder / n).is_file() for n in _WEIGHT_NAMES):
         raise WeightsError(f"{folder}: no weights file (expected one of {', '.join(_WEIGHT_NAMES)})")
     try:
-        return cls.from_pretrained(str(folder), local_files_only=True)
+        kwargs = {"low_cpu_mem_usage": False} if cls.__module__.startswith("diffusers") else {}
+        return cls.from_pretrained(str(folder), local_files_only=True, **kwargs)
     except Exception as exc:
         msg = " ".join(str(exc).split())[:300]
         raise WeightsError(f"{folder}: cannot load {cls.__name__} ({exc.__class__.__name__}: {msg})") from exc
