@@ -125,3 +125,15 @@ def load_model_config(path: str | Path) -> ModelConfig:
         node = node.get("init_args", node)
         node = node.get("model", node)
     return model_config_from_dict(node, where=str(path))
+
+
+def parse_size(text: str, what: str = "--size") -> tuple[int, int]:
+    """``"1024x768"`` (H×W) → (1024, 768); one place for every ``--size``-style option."""
+    parts = str(text).lower().replace("×", "x").split("x")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise IGRError(f"{what} '{text}': expected HxW, e.g. 1024x768") from None
+    if h <= 0 or w <= 0:
+        raise IGRError(f"{what} '{text}': height and width must be positive")
+    return h, w

@@ -16,8 +16,6 @@ Writes go to a temporary folder renamed into place, so an interrupted export lea
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
+from igr.atomic import atomic_directory
 from igr.config import DiffusionConfig, ModelConfig, SamplingConfig, model_config_from_dict
 from igr.errors import IGRError, WeightsError
 from igr.models import IGRModel, build_model
@@ -69,11 +68,7 @@ def export_pipeline(
     overwrite: bool = False,
 ) -> Path:
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise IGRError(f"{out}: already exists (pass --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out, overwrite) as tmp:
         doc = {
             "model": _to_yaml_data(architecture_config(model)),
             "diffusion": _to_yaml_data(model.diffusion),
@@ -86,12 +81,6 @@ def export_pipeline(
                 continue
             state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
             save_file(state, str(tmp / f"{name}.safetensors"))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

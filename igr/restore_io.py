@@ -283,18 +283,6 @@ def check_category(category: str, where: str) -> str:
     return category
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``--size HxW`` → (H, W)."""
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError:
-        raise IGRError(f"--size '{text}': expected HxW, e.g. 1024x768") from None
-    if h <= 0 or w <= 0:
-        raise IGRError(f"--size '{text}': height and width must be positive")
-    return h, w
-
-
 # --------------------------------------------------------------------------- batch folders
 
 

@@ -8,9 +8,6 @@ diffusion model sees unit-variance latents. Saved as a diffusers folder (``vae_p
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +15,7 @@ import torch
 from diffusers import AutoencoderKL
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from igr.atomic import atomic_directory
 from igr.config import ModelConfig
 from igr.errors import IGRError
 
@@ -101,16 +99,8 @@ def train_vae(
         )
     scaling = float(1.0 / latents.std())
     vae.register_to_config(scaling_factor=scaling)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out, overwrite) as tmp:
         vae.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {
         "steps": steps,
         "images": len(data),

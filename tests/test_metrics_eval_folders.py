@@ -112,7 +112,7 @@ def _bad(root, case):
         Image.open(pred / f"{NAMES[0]}.png").save(pred / f"{NAMES[0]}.jpg")
         return [], f"two images named '{NAMES[0]}'"
     if case == "bad size":
-        return ["--size", "64by48"], "--size: size '64by48': expected HxW"
+        return ["--size", "64by48"], "--size '64by48': expected HxW"
     if case == "no gt or real":
         return ["--gt", None], "give --gt (paired test) and/or --real"
     if case == "no such folder":

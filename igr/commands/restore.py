@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from igr import restore_io
-from igr.config import CATEGORIES
+from igr.config import CATEGORIES, parse_size
 from igr.errors import IGRError
 
 
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         raise IGRError(f"--batch-size {args.batch_size}: must be at least 1")
     if not 0 <= args.mask_threshold < 255:
         raise IGRError(f"--mask-threshold {args.mask_threshold}: must be in 0..254")
-    size = restore_io.parse_size(args.size) if args.size else None
+    size = parse_size(args.size) if args.size else None
     return _run_single(args, size) if args.person else _run_batch(args, size)
 
 

@@ -63,15 +63,3 @@ def load_rgb(path, size_hw: tuple[int, int] | None = None) -> torch.Tensor:
         if size_hw is not None and (im.height, im.width) != tuple(size_hw):
             im = im.resize((size_hw[1], size_hw[0]), resample=Image.BICUBIC)
         return hwc_to_tensor(np.asarray(im))
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"1024x768"`` (H×W) → (1024, 768)."""
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"size '{text}': expected HxW, e.g. 1024x768") from None
-    if h < 1 or w < 1:
-        raise ValueError(f"size '{text}': height and width must be positive")
-    return h, w

@@ -17,6 +17,7 @@ import os
 import time
 from multiprocessing import get_context
 
+from igr.config import parse_size as config_parse_size
 from igr.data.converters import common
 from igr.data.shards import ShardSetWriter
 from igr.errors import IGRError
@@ -25,12 +26,9 @@ SOURCES = ("viton-hd", "dresscode", "streettryon", "folder", "synthetic")
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected HxW, e.g. 1024x768") from None
+    h, w = config_parse_size(text)
     if h < 8 or w < 8:
-        raise argparse.ArgumentTypeError(f"{text!r}: each side must be at least 8 pixels")
+        raise IGRError(f"--size '{text}': each side must be at least 8 pixels")
     return h, w
 
 

@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from igr.config import parse_size
 from igr.errors import IGRError
 from igr.metrics.cache import files_set_id
 from igr.metrics.config import SET_METRICS, MetricsConfig
-from igr.metrics.images import IMAGE_EXTENSIONS, load_rgb, parse_size
+from igr.metrics.images import IMAGE_EXTENSIONS, load_rgb
 from igr.metrics.report import ReportRow, save_sample_grid, write_report
 from igr.metrics.suite import MetricSuite
 
@@ -123,10 +124,7 @@ def _progress(done: int, prev: int, total: int, what: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        size = parse_size(args.size)
-    except ValueError as exc:
-        raise IGRError(f"--size: {exc}") from None
+    size = parse_size(args.size)
     if args.gt is None and args.real is None:
         raise IGRError(f"{args.pred}: give --gt (paired test) and/or --real (real set for FID/CLIP-FID/KID)")
     if args.batch_size is not None and args.batch_size < 1:
