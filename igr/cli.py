@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-shards": ("igr.data.commands.check_shards", "validate shards and count good samples and failures"),
     "curate": ("igr.data.commands.curate", "build the HQFT fine-tune set from the coarse shards"),
     "bench-data": ("igr.data.commands.bench_data", "measure decode + augment throughput"),
+    "bench": (
+        "igr.commands.bench",
+        "speed and memory benchmarks: restoration, plain-SD floor, GarmNet-once, CFG batching, training step",
+    ),
     "eval": ("igr.commands.eval", "restore test shards with pipeline folders and score them (Tables 1-3)"),
     "restore": ("igr.commands.restore", "restore garments from person photos (single image or a folder)"),
     "eval-folders": (

@@ -61,12 +61,14 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
-def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``auto`` → float16 on CUDA (SD1.5's usual inference precision), float32 elsewhere."""
+def resolve_dtype(
+    name: str | torch.dtype | None, device: torch.device, cuda_default: torch.dtype = torch.float16
+) -> torch.dtype:
+    """``auto`` → ``cuda_default`` on CUDA (float16: SD1.5's usual inference precision), float32 elsewhere."""
     if isinstance(name, torch.dtype):
         dtype = name
     elif name in (None, "auto"):
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        dtype = cuda_default if device.type == "cuda" else torch.float32
     elif name in DTYPES:
         dtype = DTYPES[name]
     else:

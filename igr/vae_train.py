@@ -2,8 +2,10 @@
 
 An ``AutoencoderKL`` with the architecture of the model config, trained on the person and garment images of a
 shard set with L1 + a small KL term (SD's VAE also used LPIPS and a GAN loss; both need weights or time the tiny
-world does not have). Afterwards the latent scaling factor is set to 1/std of the latents, as SD does, so the
-diffusion model sees unit-variance latents. Saved as a diffusers folder (``vae_path`` in the model config).
+world does not have). Afterwards the latent statistics are measured — SD1.5 sets scaling_factor = 1/std; here the
+tiny latents also have large per-channel offsets, so the per-channel mean and std are stored as diffusers'
+``latents_mean``/``latents_std`` and the diffusion model sees zero-mean, unit-variance latents. Saved as a diffusers
+folder (``vae_path`` in the model config).
 """
 
 from __future__ import annotations
@@ -97,8 +99,10 @@ def train_vae(
                 [(vae.decode(vae.encode(b).latent_dist.mode()).sample - b).abs() for b in sample.split(64)]
             ).mean()
         )
-    scaling = float(1.0 / latents.std())
-    vae.register_to_config(scaling_factor=scaling)
+    # Per-channel statistics (diffusers' latents_mean / latents_std): the diffusion model then sees zero-mean,
+    # unit-variance latents. scaling_factor stays 1 (SD1.5 uses a single 1/std factor on near-zero-mean latents).
+    mean, std = latents.mean((0, 2, 3)), latents.std((0, 2, 3))
+    vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist(), scaling_factor=1.0)
     with atomic_directory(out, overwrite) as tmp:
         vae.save_pretrained(tmp)
     return {
@@ -106,6 +110,8 @@ def train_vae(
         "images": len(data),
         "final_l1": float(np.mean(losses[-20:])),
         "reconstruction_l1": rec_l1,
-        "scaling_factor": scaling,
+        "latents_mean": [round(v, 4) for v in mean.tolist()],
+        "latents_std": [round(v, 4) for v in std.tolist()],
+        "raw_latent_std": round(float(latents.std()), 4),
         "out": str(out),
     }

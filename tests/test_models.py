@@ -108,3 +108,26 @@ def test_frozen_tail_is_exactly_what_gets_no_gradient(tiny_config):
     fresh = GarmNet(add_input_channels(UNet2DConditionModel(**tiny_config.unet), 1))
     frozen = {n for n, p in fresh.named_parameters() if not p.requires_grad}
     assert frozen and frozen == no_grad
+
+
+def test_vae_latent_normalisation_round_trips(tiny_config):
+    """With diffusers' latents_mean/std in the VAE config, latents are normalised per channel and decoding
+    undoes it exactly; without them the SD1.5 convention (z * scaling_factor) applies."""
+    from diffusers import AutoencoderKL
+
+    from igr.models.vae import FrozenVAE
+
+    torch.manual_seed(0)
+    raw = AutoencoderKL(**tiny_config.vae).eval()
+    x = torch.rand(2, 3, 64, 48) * 2 - 1
+    z_raw = raw.encode(x).latent_dist.mode()
+    mean, std = [0.5, -1.0, 2.0, 0.0], [2.0, 1.0, 0.5, 1.5]
+    norm = AutoencoderKL(**{**tiny_config.vae, "latents_mean": mean, "latents_std": std}).eval()
+    norm.load_state_dict(raw.state_dict())
+    vae = FrozenVAE(norm)
+    z = vae.encode(x)
+    expected = (z_raw - torch.tensor(mean).view(1, 4, 1, 1)) / torch.tensor(std).view(1, 4, 1, 1)
+    torch.testing.assert_close(z, expected)
+    torch.testing.assert_close(vae.decode(z), raw.decode(z_raw).sample.clamp(-1, 1), atol=1e-5, rtol=1e-5)
+    plain = FrozenVAE(raw)
+    torch.testing.assert_close(plain.encode(x), z_raw * raw.config.scaling_factor)
