@@ -24,12 +24,12 @@ class Profile:
     size: str = "64x48"
     train: int = 3000
     val: int = 64
-    test: int = 200
-    vae_steps: int = 400
-    coarse_steps: int = 1500
-    finetune_steps: int = 400
+    test: int = 160
+    vae_steps: int = 300
+    coarse_steps: int = 850
+    finetune_steps: int = 200
     eval_steps: int = 25
-    batch_size: int = 16
+    batch_size: int = 8
     limit: int | None = None
 
 
@@ -39,7 +39,7 @@ PROFILES = {
         train=64, val=8, test=8, vae_steps=10, coarse_steps=6, finetune_steps=4, eval_steps=2, batch_size=4
     ),
     "default": Profile(),  # `make demo`: <= 15 minutes on 2 cores
-    "long": Profile(train=6000, vae_steps=1200, coarse_steps=8000, finetune_steps=2000),  # `make demo-long`
+    "long": Profile(train=6000, vae_steps=1500, coarse_steps=5000, finetune_steps=1200),  # `make demo-long`
 }
 
 

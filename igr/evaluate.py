@@ -111,6 +111,7 @@ def evaluate(
     out: str | Path,
     guidance: list[float] | None = None,
     steps: int | None = None,
+    sampler: str | None = None,
     metrics_config: str | None = None,
     unpaired_shards: str | None = None,
     real: str | None = None,
@@ -191,7 +192,7 @@ def evaluate(
                             num_inference_steps=steps or sampling.steps,
                             guidance_scale=sampling.guidance_scale if g is None else g,
                             generator=gen,
-                            sampler=sampling.sampler,
+                            sampler=sampler or sampling.sampler,
                         )
                     pred8 = _to_uint8(pred)
                     suite.update(pred8, b.get("garment_uint8") if paired else None, keys=b["key"])

@@ -22,21 +22,24 @@ from igr.config import ModelConfig
 from igr.errors import IGRError
 
 
-def load_images(shards: str, size: tuple[int, int], limit: int | None = None) -> torch.Tensor:
-    """Person and garment images of a shard set as one (N,3,H,W) tensor in [-1,1]."""
+def load_images(shards: str, size: tuple[int, int], limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Person and garment images of a shard set: two (N,3,H,W) tensors in [-1,1]."""
     from igr.data.shards import iter_samples
 
-    images = []
+    persons, garments = [], []
     for i, s in enumerate(iter_samples(shards, image_size=size)):
         if limit is not None and i >= limit:
             break
-        images.append(s["person"])
+        persons.append(s["person"])
         if "garment" in s:
-            images.append(s["garment"])
-    if not images:
-        raise IGRError(f"{shards}: no usable samples to train the VAE on")
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()  # (N,3,H,W) uint8 range
-    return x / 127.5 - 1
+            garments.append(s["garment"])
+    if not persons or not garments:
+        raise IGRError(f"{shards}: no usable paired samples to train the VAE on")
+
+    def stack(images: list[np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1  # (N,3,H,W)
+
+    return stack(persons), stack(garments)
 
 
 def train_vae(
@@ -56,7 +59,8 @@ def train_vae(
     if not config.vae:
         raise IGRError("model.vae: the config has no VAE architecture to train")
     torch.manual_seed(seed)
-    data = load_images(shards, tuple(config.resolution))
+    persons, garments = load_images(shards, tuple(config.resolution))
+    data = torch.cat([persons, garments])  # the VAE encodes both: persons for GarmNet, garments as targets
     gen = torch.Generator().manual_seed(seed)
     vae = AutoencoderKL(**config.vae).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
@@ -92,15 +96,16 @@ def train_vae(
             progress.update(task, advance=1, l1=float(np.mean(losses[-20:])))
     vae.eval()
     with torch.no_grad():
-        sample = data[torch.randperm(len(data), generator=gen)[:256]]
+        # statistics of the diffusion *targets*: garment latents
+        sample = garments[torch.randperm(len(garments), generator=gen)[:256]]
         latents = torch.cat([vae.encode(b).latent_dist.mode() for b in sample.split(64)])
         rec_l1 = float(
             torch.cat(
                 [(vae.decode(vae.encode(b).latent_dist.mode()).sample - b).abs() for b in sample.split(64)]
             ).mean()
         )
-    # Per-channel statistics (diffusers' latents_mean / latents_std): the diffusion model then sees zero-mean,
-    # unit-variance latents. scaling_factor stays 1 (SD1.5 uses a single 1/std factor on near-zero-mean latents).
+    # Per-channel statistics (diffusers' latents_mean / latents_std): the diffusion model then predicts zero-mean,
+    # unit-variance garment latents. scaling_factor stays 1 (SD1.5 uses a single 1/std factor on near-zero-mean latents).
     mean, std = latents.mean((0, 2, 3)), latents.std((0, 2, 3))
     vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist(), scaling_factor=1.0)
     with atomic_directory(out, overwrite) as tmp:

@@ -178,3 +178,19 @@ def test_deepspeed_overlay_builds_the_paper_setup():
         PAPER["optim"]["global_batch_size"]
     )
     assert cfg["model"]["model"]["gradient_checkpointing"] is True
+
+
+def test_ema_option_is_saved_and_exported(shards, tmp_path):
+    args = ["fit", "-c", str(CONFIG_DIR / "experiment" / "demo.yaml"), *_tiny_overrides(shards, tmp_path, steps=3),
+            "--trainer.callbacks+=igr.callbacks.EMA", "--trainer.callbacks.decay=0.5"]
+    assert main(args) == 0
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    ema, live = ckpt["ema_state"], ckpt["state_dict"]
+    assert ema.keys() <= live.keys() and any(k.startswith("model.garmnet.") for k in ema)
+    assert any(not torch.equal(ema[k], live[k]) for k in ema), "EMA weights lag the live ones"
+
+    from igr.export import export_checkpoint, load_pipeline
+
+    model, _ = load_pipeline(export_checkpoint(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "pipe", ema=True))
+    k = next(k for k in ema if k.startswith("model.denoiser."))
+    assert torch.equal(model.denoiser.state_dict()[k[len("model.denoiser."):]], ema[k])

@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--metrics-config", help="metrics YAML (configs/metrics/default.yaml)")
     parser.add_argument("--guidance", type=_floats, help="guidance scales, e.g. 1.0,1.5,2.0,2.5 (Table 3)")
     parser.add_argument("--steps", type=int, help="sampling steps (default: the pipeline's, 25)")
+    parser.add_argument("--sampler", choices=["ddim", "dpmsolver++"], help="sampler (default: the pipeline's, DDIM)")
     parser.add_argument("--baseline", choices=["masked-crop"], help="add the no-model masked-crop row")
     parser.add_argument("--limit", type=int, help="evaluate only the first N samples")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         guidance=args.guidance,
         steps=args.steps,
+        sampler=args.sampler,
         metrics_config=args.metrics_config,
         unpaired_shards=args.unpaired_shards,
         real=args.real,
