@@ -58,6 +58,10 @@ def _tiny_overrides(shards: Path, run: Path, steps: int = 2) -> list[str]:
     ]
 
 
+def _demo_fit_args(shards: Path, run: Path, steps: int) -> list[str]:
+    return ["fit", "-c", str(CONFIG_DIR / "experiment" / "demo.yaml"), *_tiny_overrides(shards, run, steps=steps)]
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_config_trains_on_the_tiny_model(experiment, shards, tmp_path):
     args = ["fit", "-c", str(CONFIG_DIR / "experiment" / experiment), *_tiny_overrides(shards, tmp_path)]
@@ -70,12 +74,7 @@ def test_every_experiment_config_trains_on_the_tiny_model(experiment, shards, tm
 
 
 def test_resume_continues_the_global_step_and_export_round_trips(shards, tmp_path):
-    base = [
-        "fit",
-        "-c",
-        str(CONFIG_DIR / "experiment" / "demo.yaml"),
-        *_tiny_overrides(shards, tmp_path, steps=2),
-    ]
+    base = _demo_fit_args(shards, tmp_path, steps=2)
     assert main(base) == 0
     last = tmp_path / "checkpoints" / "last.ckpt"
     first = torch.load(last, weights_only=False)
@@ -140,12 +139,7 @@ def test_missing_weights_fail_before_training(shards, tmp_path):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shards, tmp_path, monkeypatch):
     from igr.system import IGRSystem
 
-    base = [
-        "fit",
-        "-c",
-        str(CONFIG_DIR / "experiment" / "demo.yaml"),
-        *_tiny_overrides(shards, tmp_path, steps=2),
-    ]
+    base = _demo_fit_args(shards, tmp_path, steps=2)
     assert main(base) == 0
     last = tmp_path / "checkpoints" / "last.ckpt"
     before = last.read_bytes()
@@ -181,8 +175,8 @@ def test_deepspeed_overlay_builds_the_paper_setup():
 
 
 def test_ema_option_is_saved_and_exported(shards, tmp_path):
-    args = ["fit", "-c", str(CONFIG_DIR / "experiment" / "demo.yaml"), *_tiny_overrides(shards, tmp_path, steps=3),
-            "--trainer.callbacks+=igr.callbacks.EMA", "--trainer.callbacks.decay=0.5"]
+    args = [*_demo_fit_args(shards, tmp_path, steps=3), "--trainer.callbacks+=igr.callbacks.EMA",
+            "--trainer.callbacks.decay=0.5"]
     assert main(args) == 0
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     ema, live = ckpt["ema_state"], ckpt["state_dict"]
