@@ -134,7 +134,10 @@ def evaluate(
         raise IGRError("give --shards (paired test) and/or --unpaired-shards with --real")
     if unpaired_shards and not real:
         raise IGRError("--unpaired-shards needs --real (the garment set to compare against)")
-    loaded = [(name, *load_pipeline(path)) for name, path in models]
+    loaded = []
+    for name, path in models:
+        model, sampling = load_pipeline(path)
+        loaded.append((name, model.to(device), sampling))
     sizes = {tuple(m.config.resolution) for _, m, _ in loaded}
     if len(sizes) > 1:
         raise IGRError(f"models have different resolutions {sorted(sizes)}; evaluate them separately")
@@ -154,7 +157,6 @@ def evaluate(
 
     def run_test(label: str, test_shards: str, paired: bool, real_id: str) -> None:
         total = _count(test_shards, limit)
-        suites = {}
         jobs: list[tuple[str, object, float | None]] = [
             (name, (m, s), g) for name, m, s in loaded for g in guidance
         ]
@@ -167,8 +169,8 @@ def evaluate(
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         ]
-        for row_name, spec, g in jobs:
-            name = row_name if g is None else f"{row_name} (s={g:g})" if len(guidance) > 1 else row_name
+        for j, (row_name, spec, g) in enumerate(jobs):
+            name = f"{row_name} (s={g:g})" if g is not None and len(guidance) > 1 else row_name
             suite = MetricSuite(
                 mcfg, real="gt" if paired else "separate", real_id=real_id, device=device, backbones=backbones
             )
@@ -196,7 +198,7 @@ def evaluate(
                         )
                     pred8 = _to_uint8(pred)
                     suite.update(pred8, b.get("garment_uint8") if paired else None, keys=b["key"])
-                    if paired and spec is not None and name == jobs[0][0] and len(grid_pred) < grid_images:
+                    if paired and j == 0 and len(grid_pred) < grid_images:  # samples of the first row
                         k = grid_images - len(grid_pred)
                         grid_pred.extend(pred8[:k])
                         grid_gt.extend(b["garment_uint8"][:k])
@@ -212,7 +214,6 @@ def evaluate(
             else:
                 row.unpaired = values
             protocols[label] = suite.protocol()
-            suites[name] = suite
 
     if shards:
         run_test("paired", shards, True, real_id=f"gt:{shards}")
