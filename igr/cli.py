@@ -56,14 +56,29 @@ def _load(name: str):
         raise
 
 
+def _igr_cause(exc: BaseException | None) -> IGRError | None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, IGRError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "fit":
         # LightningCLI owns the whole argument list after "fit".
         try:
             return _load("fit").main(argv[1:]) or 0
-        except IGRError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        except Exception as exc:
+            # jsonargparse wraps errors raised while it builds our configs in a page of union-type diagnostics;
+            # ours is the one line worth showing.
+            cause = _igr_cause(exc)
+            if cause is None:
+                raise
+            print(f"error: {cause}", file=sys.stderr)
             return 2
 
     parser = argparse.ArgumentParser(prog="igr", description=__doc__.splitlines()[0])

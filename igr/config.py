@@ -37,6 +37,24 @@ class DiffusionConfig:
     beta_schedule: str = _paper("diffusion", "beta_schedule")
     condition_drop: float = _paper("diffusion", "condition_drop")
     garmnet_timestep: int = _paper("garmnet_timestep")
+    # SD1.5's parameterisation (the paper fine-tunes SD1.5, so it keeps it). The tiny world trains from scratch
+    # and may choose v-prediction on a zero-terminal-SNR schedule (Lin et al. 2024): with SD's schedule the last
+    # step still leaks the image mean, which a from-scratch model then cannot set (tinted, washed-out colours).
+    prediction_type: str = _paper("diffusion", "prediction_type")  # epsilon | v_prediction | sample
+    zero_terminal_snr: bool = _paper("diffusion", "zero_terminal_snr")
+    timestep_spacing: str = _paper("diffusion", "timestep_spacing")  # leading (SD1.5) | trailing | linspace
+
+    def __post_init__(self) -> None:
+        checks = {
+            "prediction_type": (self.prediction_type, ("epsilon", "v_prediction", "sample")),
+            "timestep_spacing": (self.timestep_spacing, ("leading", "trailing", "linspace")),
+        }
+        for key, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise IGRError(f"diffusion.{key}: '{value}' is not one of {', '.join(allowed)}")
+        if self.zero_terminal_snr and self.prediction_type == "epsilon":
+            raise IGRError("diffusion.zero_terminal_snr needs prediction_type v_prediction or sample (ε is "
+                           "undefined at zero SNR)")
 
 
 @dataclass
@@ -107,10 +125,7 @@ def model_config_from_dict(data: dict[str, Any], where: str = "model config") ->
     return ModelConfig(**data)
 
 
-def load_model_config(path: str | Path) -> ModelConfig:
-    """Read a model YAML. Accepts a bare model mapping, or an experiment file with a ``model:`` section
-    (LightningCLI layout: ``model: {init_args: {model: {...}}}`` or ``model: {...}``)."""
-    path = Path(path)
+def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise IGRError(f"{path}: config file not found")
     try:
@@ -119,12 +134,42 @@ def load_model_config(path: str | Path) -> ModelConfig:
         raise IGRError(f"{path}: not a readable YAML config ({exc.__class__.__name__}: {exc})") from exc
     if not isinstance(data, dict):
         raise IGRError(f"{path}: expected a mapping at the top level")
-    node = data
-    if "model" in node and isinstance(node["model"], dict):
-        node = node["model"]
-        node = node.get("init_args", node)
-        node = node.get("model", node)
+    return data
+
+
+def _system_section(data: dict) -> dict | None:
+    """The IGRSystem arguments of an experiment file (``model: {init_args: {...}}`` or ``model: {...}``)."""
+    node = data.get("model")
+    if not isinstance(node, dict):
+        return None
+    return node.get("init_args", node)
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    """Read a model YAML. Accepts a bare model mapping, or an experiment file with a ``model:`` section
+    (LightningCLI layout: ``model: {init_args: {model: {...}}}`` or ``model: {...}``, where ``model.model`` may
+    also name a model YAML relative to the experiment file, as LightningCLI reads it)."""
+    path = Path(path)
+    node: Any = _read_yaml(path)
+    system = _system_section(node)
+    if system is not None:
+        node = system.get("model", system)
+        if isinstance(node, str):
+            return load_model_config(path.parent / node)
     return model_config_from_dict(node, where=str(path))
+
+
+def load_diffusion_config(path: str | Path) -> DiffusionConfig:
+    """The ``model.diffusion`` section of an experiment file (the paper's defaults where it has none, or for a
+    bare model YAML), checked like the model section."""
+    path = Path(path)
+    system = _system_section(_read_yaml(path)) or {}
+    data = system.get("diffusion") or {}
+    where = f"{path}: model.diffusion"
+    if isinstance(data, str):  # a diffusion YAML, relative to the experiment file (as LightningCLI reads it)
+        where, data = str(path.parent / data), _read_yaml(path.parent / data)
+    _check_keys(DiffusionConfig, data, where)
+    return DiffusionConfig(**data)
 
 
 def parse_size(text: str, what: str = "--size") -> tuple[int, int]:

@@ -39,7 +39,7 @@ PROFILES = {
         train=64, val=8, test=8, vae_steps=10, coarse_steps=6, finetune_steps=4, eval_steps=2, batch_size=4
     ),
     "default": Profile(),  # `make demo`: <= 15 minutes on 2 cores
-    "long": Profile(train=6000, vae_steps=1500, coarse_steps=5000, finetune_steps=1200),  # `make demo-long`
+    "long": Profile(train=6000, vae_steps=1500, coarse_steps=7000, finetune_steps=1500),  # `make demo-long`
 }
 
 
@@ -164,7 +164,7 @@ def run_demo(out: str = "outputs/demo", shards: str = "shards/demo", profile: st
         _igr(
             "export",
             "--untrained",
-            "configs/model/tiny.yaml",
+            "configs/experiment/demo.yaml",  # same model and diffusion settings as trained
             "--vae-path",
             str(vae),
             "--seed",
@@ -227,7 +227,7 @@ def _curves(out_dir: Path) -> Path | None:
             last_step = max(last_step, max(s.step for s in pts))
         offset += last_step
     ax.set_xlabel("step (coarse, then fine-tune)")
-    ax.set_ylabel("ε-MSE")
+    ax.set_ylabel("diffusion loss (MSE of the ε / v target)")
     ax.set_yscale("log")
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -1,6 +1,7 @@
 """Sampling as a function of a denoise callable (DDIM + classifier-free guidance), independent of Lightning.
 
-``sample(denoise_fn, z_T, scheduler, steps)`` runs any diffusers scheduler over a function ``(z_t, t) → ε̂``.
+``sample(denoise_fn, z_T, scheduler, steps)`` runs any diffusers scheduler over a function ``(z_t, t) → ε̂`` (or
+v̂ / ẑ_0: whatever ``DiffusionConfig.prediction_type`` the scheduler was built with; guidance is linear in all three).
 Guidance (paper eq. 2, ε̃ = ε(∅) + s·(ε(c) − ε(∅))) wraps a model function into such a callable, either with both
 branches in one batched call (default) or as two calls (kept for the benchmark's comparison).
 """
@@ -23,13 +24,29 @@ def _schedule_kwargs(cfg: DiffusionConfig) -> dict:
         beta_start=cfg.beta_start,
         beta_end=cfg.beta_end,
         beta_schedule=cfg.beta_schedule,
-        prediction_type="epsilon",
+        prediction_type=cfg.prediction_type,
+        rescale_betas_zero_snr=cfg.zero_terminal_snr,
+        timestep_spacing=cfg.timestep_spacing,
     )
 
 
 def training_scheduler(cfg: DiffusionConfig) -> DDPMScheduler:
     """SD1.5's forward process (``add_noise``)."""
     return DDPMScheduler(**_schedule_kwargs(cfg), clip_sample=False)
+
+
+def training_target(
+    scheduler: DDPMScheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """What the network regresses for the scheduler's prediction type: ε, v = α·ε − σ·z_0, or z_0."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(z0, noise, t)
+    if kind == "sample":
+        return z0
+    raise ValueError(f"unknown prediction_type '{kind}'")
 
 
 def inference_scheduler(cfg: DiffusionConfig, name: str = "ddim"):

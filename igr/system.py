@@ -22,7 +22,7 @@ from igr.config import (
 )
 from igr.errors import IGRError
 from igr.models import IGRModel, build_model
-from igr.sampling import training_scheduler
+from igr.sampling import training_scheduler, training_target
 
 
 class IGRSystem(L.LightningModule):
@@ -78,8 +78,8 @@ class IGRSystem(L.LightningModule):
         noise = torch.randn(z0.shape, device=dev, dtype=z0.dtype, generator=generator)
         t = torch.randint(0, self.diffusion.train_timesteps, (b,), device=dev, generator=generator)
         z_t = self.noise_scheduler.add_noise(z0, noise, t)
-        eps = self.model.eps(z_t, t, cond)
-        return F.mse_loss(eps.float(), noise.float())
+        pred = self.model.eps(z_t, t, cond)  # ε̂, v̂ or ẑ_0 (diffusion.prediction_type)
+        return F.mse_loss(pred.float(), training_target(self.noise_scheduler, z0, noise, t).float())
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.diffusion_loss(batch)
@@ -154,6 +154,9 @@ def load_trainable_weights(model: IGRModel, source: str) -> None:
 
     path = Path(source)
     if path.is_dir() and (path / "model.yaml").is_file():
+        from omegaconf import OmegaConf
+
+        _check_parameterisation(model, OmegaConf.to_container(OmegaConf.load(path / "model.yaml")).get("diffusion"), path)
         for name in ("garmnet", "denoiser"):
             module = getattr(model, name)
             if module is not None:
@@ -161,7 +164,8 @@ def load_trainable_weights(model: IGRModel, source: str) -> None:
         return
     if not path.exists():
         raise IGRError(f"{path}: init_from checkpoint not found")
-    state, _ = load_checkpoint_state(path)
+    state, hparams = load_checkpoint_state(path)
+    _check_parameterisation(model, hparams.get("diffusion"), path)
     for name in ("garmnet", "denoiser"):
         module = getattr(model, name)
         if module is None:
@@ -169,3 +173,16 @@ def load_trainable_weights(model: IGRModel, source: str) -> None:
         prefix = f"model.{name}."
         part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         load_into(module, part, f"{path} [{name}]")
+
+
+def _check_parameterisation(model: IGRModel, source: dict | None, path) -> None:
+    """Weights trained for one output parameterisation (ε, v, z_0; schedule) are wrong for another: refuse."""
+    if not source:
+        return
+    ours = dataclasses.asdict(model.diffusion)
+    for key in ("prediction_type", "zero_terminal_snr"):
+        if key in source and source[key] != ours[key]:
+            raise IGRError(
+                f"{path}: init_from weights were trained with diffusion.{key}={source[key]}, this run has "
+                f"{ours[key]}; set model.diffusion.{key} to match"
+            )

@@ -35,3 +35,23 @@ def test_info_bad_config_is_one_line(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {cfg}: unknown key 'unett'; did you mean unet?"
+
+
+def test_experiment_files_name_their_model_and_diffusion(tmp_path):
+    """`igr export --untrained` and friends read an experiment YAML like LightningCLI does: ``model.model`` may
+    be a path relative to the experiment file; ``model.diffusion`` holds the parameterisation."""
+    import pytest
+
+    from igr.config import CONFIG_DIR, DiffusionConfig, load_diffusion_config, load_model_config
+    from igr.errors import IGRError
+
+    demo = CONFIG_DIR / "experiment" / "demo.yaml"
+    assert load_model_config(demo) == load_model_config(CONFIG_DIR / "model" / "tiny.yaml")
+    assert load_diffusion_config(demo).prediction_type == "v_prediction"
+    assert load_diffusion_config(CONFIG_DIR / "experiment" / "demo_finetune.yaml") == load_diffusion_config(demo)
+    assert load_diffusion_config(CONFIG_DIR / "experiment" / "coarse.yaml") == DiffusionConfig()  # the paper's ε
+    assert load_diffusion_config(CONFIG_DIR / "model" / "tiny.yaml") == DiffusionConfig()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  model: tiny.yaml\n  diffusion: {prediction: v_prediction}\n")
+    with pytest.raises(IGRError, match=r"bad.yaml: model.diffusion: unknown key 'prediction'.*prediction_type"):
+        load_diffusion_config(bad)

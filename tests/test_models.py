@@ -131,3 +131,11 @@ def test_vae_latent_normalisation_round_trips(tiny_config):
     torch.testing.assert_close(vae.decode(z), raw.decode(z_raw).sample.clamp(-1, 1), atol=1e-5, rtol=1e-5)
     plain = FrozenVAE(raw)
     torch.testing.assert_close(plain.encode(x), z_raw * raw.config.scaling_factor)
+
+
+def test_garmnet_timestep_comes_from_the_diffusion_config(tiny_config):
+    from igr.config import DiffusionConfig
+    from igr.models import build_model
+
+    assert build_model(tiny_config).garmnet.timestep == 0  # the paper's t = 0
+    assert build_model(tiny_config, DiffusionConfig(garmnet_timestep=7)).garmnet.timestep == 7

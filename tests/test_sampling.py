@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from igr.config import DiffusionConfig
-from igr.sampling import guided, guided_sequential, inference_scheduler, sample
+from igr.errors import IGRError
+from igr.sampling import (
+    guided,
+    guided_sequential,
+    inference_scheduler,
+    sample,
+    training_scheduler,
+    training_target,
+)
 
 
 def _toy_model(cond_scale):
@@ -47,3 +56,58 @@ def test_dpm_solver_runs():
     z_T = torch.randn(1, 4, 8, 6)
     out = sample(lambda z, t: 0.1 * z, z_T, inference_scheduler(DiffusionConfig(), "dpmsolver++"), 15)
     assert out.shape == z_T.shape and torch.isfinite(out).all()
+
+
+PARAMETERISATIONS = [
+    DiffusionConfig(),  # SD1.5 / the paper: ε on the scaled-linear schedule, leading DDIM spacing
+    DiffusionConfig(prediction_type="v_prediction", zero_terminal_snr=True, timestep_spacing="trailing"),
+    DiffusionConfig(prediction_type="sample", zero_terminal_snr=True, timestep_spacing="trailing"),
+]
+
+
+@pytest.mark.parametrize("cfg", PARAMETERISATIONS, ids=lambda c: c.prediction_type)
+@pytest.mark.parametrize("sampler", ["ddim", "dpmsolver++"])
+def test_oracle_denoiser_recovers_the_clean_latent(cfg, sampler):
+    """A network that outputs exactly the training target for a known z_0 makes the sampler land on z_0: the
+    training target and the scheduler's reading of the network output use the same parameterisation."""
+    train = training_scheduler(cfg)
+    z0 = torch.randn(2, 4, 8, 6, generator=torch.Generator().manual_seed(1))
+    acp = train.alphas_cumprod
+
+    def oracle(z_t, t):
+        a, s = acp[t].sqrt().view(-1, 1, 1, 1), (1 - acp[t]).sqrt().view(-1, 1, 1, 1)
+        noise = (z_t - a * z0) / s  # the ε that explains z_t
+        return training_target(train, z0, noise, t)
+
+    z_T = torch.randn(2, 4, 8, 6, generator=torch.Generator().manual_seed(2))
+    out = sample(oracle, z_T, inference_scheduler(cfg, sampler), 10)
+    # SD1.5's DDIM (set_alpha_to_one=False) stops at ᾱ_0 = 0.99915, leaving √(1-ᾱ_0) ≈ 0.03 of noise; a wrong
+    # parameterisation misses by O(1) (z_0 ~ N(0, 1)).
+    assert float((out - z0).abs().mean()) < (0.04 if sampler == "ddim" else 2e-3)
+
+
+def test_zero_terminal_snr_reaches_pure_noise_and_v_target():
+    cfg = DiffusionConfig(prediction_type="v_prediction", zero_terminal_snr=True, timestep_spacing="trailing")
+    sched = training_scheduler(cfg)
+    assert float(sched.alphas_cumprod[-1]) < 1e-6  # SD1.5's schedule stops at ᾱ_T ≈ 0.0047
+    assert float(training_scheduler(DiffusionConfig()).alphas_cumprod[-1]) > 1e-3
+    z0, noise, t = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2), torch.tensor([0, 500, 999])
+    a = sched.alphas_cumprod[t].sqrt().view(-1, 1, 1, 1)
+    s = (1 - sched.alphas_cumprod[t]).sqrt().view(-1, 1, 1, 1)
+    torch.testing.assert_close(training_target(sched, z0, noise, t), a * noise - s * z0)
+    ddim = inference_scheduler(cfg)
+    ddim.set_timesteps(25)
+    assert int(ddim.timesteps[0]) == 999  # trailing spacing starts sampling at the pure-noise step
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"prediction_type": "x0"}, "prediction_type"),
+        ({"timestep_spacing": "even"}, "timestep_spacing"),
+        ({"zero_terminal_snr": True}, "zero_terminal_snr"),
+    ],
+)
+def test_bad_diffusion_settings_are_named(kwargs, message):
+    with pytest.raises(IGRError, match=message):
+        DiffusionConfig(**kwargs)

@@ -63,3 +63,42 @@ def test_gradient_checkpointing_gives_the_same_gradients(batch, tiny_config):
     assert any(k.startswith("model.garmnet.") for k in grads[0])
     for k in grads[0]:
         torch.testing.assert_close(grads[0][k], grads[1][k], atol=1e-6, rtol=1e-5, msg=k)
+
+
+def test_v_prediction_loss_regresses_the_velocity(batch):
+    """With prediction_type v the loss is ‖f(z_t) − (α·ε − σ·z_0)‖², recomputed here from the same draws."""
+    import torch.nn.functional as F
+
+    from igr.config import DiffusionConfig
+
+    diffusion = DiffusionConfig(prediction_type="v_prediction", zero_terminal_snr=True, timestep_spacing="trailing")
+    torch.manual_seed(0)
+    system = IGRSystem(diffusion=diffusion).eval()
+    loss = system.diffusion_loss(batch, generator=torch.Generator().manual_seed(5))
+
+    g = torch.Generator().manual_seed(5)  # replay diffusion_loss's draws in its order
+    z0 = system.model.vae.encode(batch["garment"], sample=True, generator=g)
+    inputs = system.model.encode_inputs(batch["person"], batch["mask"], list(batch["category"]))
+    keep = torch.rand(2, generator=g) >= diffusion.condition_drop
+    noise = torch.randn(z0.shape, generator=g)
+    t = torch.randint(0, 1000, (2,), generator=g)
+    acp = system.noise_scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    z_t = acp.sqrt() * z0 + (1 - acp).sqrt() * noise
+    pred = system.model.eps(z_t, t, system.model.conditions(inputs, keep))
+    expected = F.mse_loss(pred, acp.sqrt() * noise - (1 - acp).sqrt() * z0)
+    torch.testing.assert_close(loss, expected)
+    assert not torch.allclose(loss, F.mse_loss(pred, noise))  # not the ε loss
+
+
+def test_init_from_refuses_weights_of_another_parameterisation(tmp_path):
+    import pytest
+
+    from igr.config import DiffusionConfig
+    from igr.errors import IGRError
+    from igr.export import export_pipeline
+
+    v = DiffusionConfig(prediction_type="v_prediction", zero_terminal_snr=True, timestep_spacing="trailing")
+    export_pipeline(IGRSystem(diffusion=v).model, tmp_path / "v")
+    IGRSystem(diffusion=v, init_from=str(tmp_path / "v"))  # same parameterisation: fine
+    with pytest.raises(IGRError, match="prediction_type=v_prediction"):
+        IGRSystem(init_from=str(tmp_path / "v"))

@@ -107,6 +107,22 @@ def test_unknown_config_key_names_the_nearest_valid_key(tmp_path):
     assert proc.stderr.strip() == f"error: {bad}: unknown key 'model.optim.lrr'; did you mean lr?"
 
 
+def test_bad_config_value_is_one_line_naming_the_key(tmp_path):
+    proc = _igr(
+        "fit",
+        "-c",
+        str(CONFIG_DIR / "experiment" / "demo.yaml"),
+        "--model.diffusion.prediction_type=x0",
+        f"--trainer.default_root_dir={tmp_path / 'run'}",
+        "--trainer.max_steps=1",
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: diffusion.prediction_type: 'x0' is not one of epsilon, v_prediction, sample"
+    )
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
+
+
 def test_missing_shards_fail_before_training(tmp_path):
     proc = _igr(
         "fit",

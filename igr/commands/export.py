@@ -1,8 +1,9 @@
 """``igr export``: a pipeline folder (safetensors + config; no pickles, no optimizer state).
 
 igr export CKPT --out DIR                 from a training checkpoint (.ckpt, or a DeepSpeed folder)
-igr export --untrained MODEL.yaml --out DIR [--vae-path P] [--seed S]
-                                          the same model at initialisation (the "init" row of reports)
+igr export --untrained CONFIG.yaml --out DIR [--vae-path P] [--seed S]
+                                          the same model at initialisation (the "init" row of reports); CONFIG
+                                          is a model YAML or an experiment YAML (then its diffusion settings too)
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "ckpt", nargs="?", help="Lightning checkpoint (.ckpt file or DeepSpeed checkpoint folder)"
     )
     parser.add_argument(
-        "--untrained", metavar="MODEL_YAML", help="export an untrained model built from this config"
+        "--untrained",
+        metavar="CONFIG_YAML",
+        help="export an untrained model built from this model or experiment config",
     )
     parser.add_argument("--vae-path", help="with --untrained: the model's VAE folder (overrides the config)")
     parser.add_argument("--seed", type=int, default=0, help="with --untrained: initialisation seed")
@@ -30,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from igr.export import export_checkpoint, export_pipeline
 
     if bool(args.ckpt) == bool(args.untrained):
-        raise IGRError("give either a checkpoint or --untrained MODEL_YAML")
+        raise IGRError("give either a checkpoint or --untrained CONFIG_YAML")
     if args.ckpt:
         out = export_checkpoint(args.ckpt, args.out, ema=args.ema, overwrite=args.overwrite)
         print(f"exported {args.ckpt} → {out}")
@@ -39,13 +42,13 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from igr.config import load_model_config
+    from igr.config import load_diffusion_config, load_model_config
     from igr.models import build_model
 
-    cfg = load_model_config(args.untrained)
+    cfg, diffusion = load_model_config(args.untrained), load_diffusion_config(args.untrained)
     if args.vae_path:
         cfg = dataclasses.replace(cfg, vae_path=args.vae_path)
     torch.manual_seed(args.seed)
-    out = export_pipeline(build_model(cfg).eval(), args.out, overwrite=args.overwrite)
+    out = export_pipeline(build_model(cfg, diffusion).eval(), args.out, overwrite=args.overwrite)
     print(f"exported untrained {cfg.name} (seed {args.seed}) → {out}")
     return 0

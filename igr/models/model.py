@@ -176,13 +176,19 @@ def build_model(
     """Build every part from ``config``. With ``meta`` the parts are built on the meta device from the
     architecture dicts alone (no files read, no memory used) — for parameter counts. ``encode_prompts=False``
     skips the text encoder (the embeddings are loaded afterwards, as pipeline folders do)."""
-    parts = build_parts(config, meta=meta, encode_prompts=encode_prompts)
+    diffusion = diffusion or DiffusionConfig()
+    parts = build_parts(
+        config, meta=meta, encode_prompts=encode_prompts, garmnet_timestep=diffusion.garmnet_timestep
+    )
     parts.pop("text_encoder")
     return IGRModel(config, diffusion=diffusion, **parts)
 
 
 def build_parts(
-    config: ModelConfig, meta: bool = False, encode_prompts: bool = True
+    config: ModelConfig,
+    meta: bool = False,
+    encode_prompts: bool = True,
+    garmnet_timestep: int | None = None,
 ) -> dict[str, torch.nn.Module | None]:
     sd_path = None if meta else config.sd_path
     ctx = torch.device("meta") if meta else torch.device("cpu")
@@ -203,7 +209,8 @@ def build_parts(
         garmnet = None
         if config.use_garmnet:
             garmnet = GarmNet(
-                add_input_channels(copy.deepcopy(base), 1), timestep=DiffusionConfig().garmnet_timestep
+                add_input_channels(copy.deepcopy(base), 1),
+                timestep=DiffusionConfig().garmnet_timestep if garmnet_timestep is None else garmnet_timestep,
             )
         denoiser = GarmDenoiser(
             base,
