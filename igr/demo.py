@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -74,6 +75,12 @@ def run_demo(out: str = "outputs/demo", shards: str = "shards/demo", profile: st
     hqft = Path(f"{shards}-hqft")
     run = Runner()
     t0 = time.perf_counter()
+    for stage in ("coarse", "finetune"):
+        # A previous demo's run folder would make Lightning write last-v1.ckpt next to the stale last.ckpt,
+        # and the next stage would start from the old weights: each demo trains in a fresh folder.
+        if (out_dir / stage).exists():
+            print(f"✓ removing the previous demo's {out_dir / stage}")
+            shutil.rmtree(out_dir / stage)
     for split, num, seed in (("train", p.train, 0), ("val", p.val, 1), ("test", p.test, 2)):
         index = shard_dir / f"{split}.json"
         if index.is_file() and json.loads(index.read_text()).get("num_samples") == num:

@@ -179,10 +179,11 @@ def _check_parameterisation(model: IGRModel, source: dict | None, path) -> None:
     """Weights trained for one output parameterisation (ε, v, z_0; schedule) are wrong for another: refuse."""
     if not source:
         return
-    ours = dataclasses.asdict(model.diffusion)
+    ours, default = dataclasses.asdict(model.diffusion), dataclasses.asdict(DiffusionConfig())
     for key in ("prediction_type", "zero_terminal_snr"):
-        if key in source and source[key] != ours[key]:
+        theirs = source.get(key, default[key])  # older checkpoints predate the option: SD1.5's ε
+        if theirs != ours[key]:
             raise IGRError(
-                f"{path}: init_from weights were trained with diffusion.{key}={source[key]}, this run has "
+                f"{path}: init_from weights were trained with diffusion.{key}={theirs}, this run has "
                 f"{ours[key]}; set model.diffusion.{key} to match"
             )

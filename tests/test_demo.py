@@ -25,8 +25,12 @@ def test_masked_crop_baseline_keeps_only_the_garment_on_white():
 
 
 def test_demo_quick_profile_runs_every_stage(tmp_path):
-    report = run_demo(str(tmp_path / "out"), str(tmp_path / "shards"), profile="quick")
     out = tmp_path / "out"
+    stale = out / "coarse" / "checkpoints" / "last.ckpt"  # a previous demo's run: must not be fine-tuned from
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"stale")
+    report = run_demo(str(out), str(tmp_path / "shards"), profile="quick")
+    assert not (out / "coarse" / "checkpoints" / "last-v1.ckpt").exists() and stale.stat().st_size > 5
     text = report.read_text()
     for stage in ("tiny VAE", "coarse", "HQFT curation", "fine-tune", "export", "eval"):
         assert f"| {stage} |" in text, stage

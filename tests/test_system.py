@@ -102,3 +102,10 @@ def test_init_from_refuses_weights_of_another_parameterisation(tmp_path):
     IGRSystem(diffusion=v, init_from=str(tmp_path / "v"))  # same parameterisation: fine
     with pytest.raises(IGRError, match="prediction_type=v_prediction"):
         IGRSystem(init_from=str(tmp_path / "v"))
+    # a pipeline written before the option existed has no prediction_type: it is SD1.5's ε
+    export_pipeline(IGRSystem().model, tmp_path / "old")
+    yaml = tmp_path / "old" / "model.yaml"
+    yaml.write_text(yaml.read_text().replace("prediction_type: epsilon", "").replace("zero_terminal_snr: false", ""))
+    IGRSystem(init_from=str(tmp_path / "old"))
+    with pytest.raises(IGRError, match="prediction_type=epsilon"):
+        IGRSystem(diffusion=v, init_from=str(tmp_path / "old"))
