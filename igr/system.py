@@ -156,7 +156,8 @@ def load_trainable_weights(model: IGRModel, source: str) -> None:
     if path.is_dir() and (path / "model.yaml").is_file():
         from omegaconf import OmegaConf
 
-        _check_parameterisation(model, OmegaConf.to_container(OmegaConf.load(path / "model.yaml")).get("diffusion"), path)
+        doc = OmegaConf.to_container(OmegaConf.load(path / "model.yaml"))
+        _check_parameterisation(model, doc.get("diffusion"), path)
         for name in ("garmnet", "denoiser"):
             module = getattr(model, name)
             if module is not None:
