@@ -73,6 +73,18 @@ class OptimConfig:
     warmup_steps: int = 0
     max_grad_norm: float | None = 1.0
 
+    def __post_init__(self) -> None:
+        # Checked here, when the config is built: AdamW would only refuse a bad value once the run folder,
+        # its config.yaml and the TensorBoard files exist.
+        if not self.lr > 0:
+            raise IGRError(f"optim.lr: {self.lr} must be > 0")
+        if self.weight_decay < 0:
+            raise IGRError(f"optim.weight_decay: {self.weight_decay} must be >= 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise IGRError(f"optim.betas: {tuple(self.betas)} must be two values in [0, 1)")
+        if self.warmup_steps < 0:
+            raise IGRError(f"optim.warmup_steps: {self.warmup_steps} must be >= 0")
+
 
 @dataclass
 class ModelConfig:
@@ -125,13 +137,22 @@ def model_config_from_dict(data: dict[str, Any], where: str = "model config") ->
     return ModelConfig(**data)
 
 
+def yaml_error_line(exc: BaseException) -> str:
+    """One line from a YAML error: PyYAML's messages span several lines (problem, then a caret excerpt)."""
+    mark = getattr(exc, "problem_mark", None)
+    lines = str(exc).strip().splitlines() or [exc.__class__.__name__]
+    problem = getattr(exc, "problem", None) or lines[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise IGRError(f"{path}: config file not found")
     try:
         data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     except Exception as exc:  # omegaconf raises several types for bad YAML
-        raise IGRError(f"{path}: not a readable YAML config ({exc.__class__.__name__}: {exc})") from exc
+        raise IGRError(f"{path}: not a readable YAML config ({yaml_error_line(exc)})") from None
     if not isinstance(data, dict):
         raise IGRError(f"{path}: expected a mapping at the top level")
     return data

@@ -16,7 +16,12 @@ Writes go to a temporary folder renamed into place, so an interrupted export lea
 from __future__ import annotations
 
 import dataclasses
+import pickle
+import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +30,10 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from igr.atomic import atomic_directory
-from igr.config import DiffusionConfig, ModelConfig, SamplingConfig, model_config_from_dict
+from igr.config import DiffusionConfig, ModelConfig, SamplingConfig, model_config_from_dict, yaml_error_line
 from igr.errors import IGRError, WeightsError
 from igr.models import IGRModel, build_model
-from igr.models.weights import load_into, read_state_dict
+from igr.weights_io import load_into, read_state_dict
 
 PARTS = ("garmnet", "denoiser", "vae", "image_encoder", "prompts")
 
@@ -84,6 +89,18 @@ def export_pipeline(
     return out
 
 
+def read_pipeline_config(folder: str | Path) -> dict:
+    """A pipeline folder's ``model.yaml`` as a dict; broken YAML is one line naming the file."""
+    cfg_path = Path(folder) / "model.yaml"
+    try:
+        doc = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
+    except Exception as exc:  # yaml's scanner/parser errors, omegaconf's interpolation errors
+        raise IGRError(f"{cfg_path}: not a readable YAML file ({yaml_error_line(exc)})") from None
+    if not isinstance(doc, dict):
+        raise IGRError(f"{cfg_path}: expected a mapping at the top level")
+    return doc
+
+
 def load_pipeline(folder: str | Path) -> tuple[IGRModel, SamplingConfig]:
     """Rebuild the model from a pipeline folder; every file is checked key by key and shape by shape."""
     folder = Path(folder)
@@ -92,7 +109,7 @@ def load_pipeline(folder: str | Path) -> tuple[IGRModel, SamplingConfig]:
     cfg_path = folder / "model.yaml"
     if not cfg_path.is_file():
         raise IGRError(f"{folder}: not a pipeline folder (no model.yaml; create one with `igr export`)")
-    doc = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
+    doc = read_pipeline_config(folder)
     try:
         model_cfg = model_config_from_dict(doc["model"], where=str(cfg_path))
         diffusion = DiffusionConfig(**doc.get("diffusion", {}))
@@ -111,10 +128,73 @@ def load_pipeline(folder: str | Path) -> tuple[IGRModel, SamplingConfig]:
     return model.eval(), sampling
 
 
-def load_checkpoint_state(ckpt: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+# `--trust-pickle` for code that reaches a checkpoint through layers that do not pass flags down
+# (LightningCLI building IGRSystem(init_from=...)): set for the duration of one command.
+_TRUST_PICKLE: ContextVar[bool] = ContextVar("igr_trust_pickle", default=False)
+TRUST_FLAG = "--trust-pickle"
+
+
+@contextmanager
+def trusting_pickles(trust: bool = True) -> Iterator[None]:
+    """Within this block, checkpoints may be unpickled (the user passed ``--trust-pickle``)."""
+    token = _TRUST_PICKLE.set(trust)
+    try:
+        yield
+    finally:
+        _TRUST_PICKLE.reset(token)
+
+
+def read_checkpoint(ckpt: str | Path, trust_pickle: bool | None = None, mmap: bool = False) -> dict:
+    """The one ``torch.load`` of a training checkpoint: weights-only, so unpickling cannot run code from the file.
+
+    Our own checkpoints hold tensors, numbers, strings and plain containers only (hyper-parameters are plain
+    dicts, callback states likewise) and load this way. A file that needs Python objects is refused with one
+    line naming ``--trust-pickle``; with it (``trust_pickle=True`` or :func:`trusting_pickles`) it is unpickled.
+    ``mmap`` maps tensors instead of reading them, for a cheap look at a checkpoint's metadata.
+    """
+    ckpt = Path(ckpt)
+    trust = _TRUST_PICKLE.get() if trust_pickle is None else trust_pickle
+    if not ckpt.is_file():
+        raise IGRError(f"{ckpt}: checkpoint not found")
+    try:
+        data = torch.load(ckpt, map_location="cpu", weights_only=not trust, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        if trust:
+            raise IGRError(f"{ckpt}: cannot read checkpoint ({_first_line(exc)})") from exc
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f"a Python object ({found.group(1)})" if found else "Python objects"
+        raise IGRError(
+            f"{ckpt}: refused: the checkpoint holds {what} that only unpickling can rebuild, and unpickling "
+            f"runs code from the file; if you trust its source, pass {TRUST_FLAG}"
+        ) from None
+    except PermissionError as exc:
+        raise IGRError(f"{ckpt}: checkpoint cannot be read (permission denied)") from exc
+    except Exception as exc:  # truncated (an interrupted copy), not a torch file, ...
+        raise IGRError(
+            f"{ckpt}: cannot read checkpoint, incomplete or not a torch file ({_first_line(exc)})"
+        ) from exc
+    if not isinstance(data, dict):
+        raise IGRError(f"{ckpt}: not a Lightning checkpoint (holds a {type(data).__name__}, not a dict)")
+    return data
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0][:200]}" if text else exc.__class__.__name__
+
+
+def load_checkpoint_state(
+    ckpt: str | Path, trust_pickle: bool | None = None
+) -> tuple[dict[str, torch.Tensor], dict]:
     """State dict and hyper-parameters from a Lightning checkpoint file (or a DeepSpeed checkpoint folder)."""
     ckpt = Path(ckpt)
+    trust = _TRUST_PICKLE.get() if trust_pickle is None else trust_pickle
     if ckpt.is_dir():  # DeepSpeed writes a folder of shards; consolidate it first
+        if not trust:
+            raise IGRError(
+                f"{ckpt}: a DeepSpeed checkpoint folder is read by unpickling its files (DeepSpeed's converter "
+                f"cannot load weights-only), which runs code from them; if you trust its source, pass {TRUST_FLAG}"
+            )
         try:
             from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
         except ImportError as exc:  # pragma: no cover
@@ -123,13 +203,8 @@ def load_checkpoint_state(ckpt: str | Path) -> tuple[dict[str, torch.Tensor], di
             ) from exc
         with tempfile.TemporaryDirectory() as tmp:
             convert_zero_checkpoint_to_fp32_state_dict(str(ckpt), f"{tmp}/consolidated.ckpt")
-            return load_checkpoint_state(f"{tmp}/consolidated.ckpt")
-    if not ckpt.is_file():
-        raise IGRError(f"{ckpt}: checkpoint not found")
-    try:
-        data = torch.load(ckpt, map_location="cpu", weights_only=False)  # Lightning checkpoints hold configs
-    except Exception as exc:
-        raise IGRError(f"{ckpt}: cannot read checkpoint ({exc.__class__.__name__})") from exc
+            return load_checkpoint_state(f"{tmp}/consolidated.ckpt", trust_pickle=True)
+    data = read_checkpoint(ckpt, trust)
     if "state_dict" not in data:
         raise IGRError(f"{ckpt}: not a Lightning checkpoint (no state_dict)")
     state = dict(data["state_dict"])
@@ -138,13 +213,19 @@ def load_checkpoint_state(ckpt: str | Path) -> tuple[dict[str, torch.Tensor], di
     return state, data.get("hyper_parameters", {})
 
 
-def export_checkpoint(ckpt: str | Path, out: str | Path, ema: bool = False, overwrite: bool = False) -> Path:
+def export_checkpoint(
+    ckpt: str | Path,
+    out: str | Path,
+    ema: bool = False,
+    overwrite: bool = False,
+    trust_pickle: bool | None = None,
+) -> Path:
     """Pipeline folder from a training checkpoint: the config in its hyper-parameters, every weight from its
     state dict (frozen parts included), so no weight path of the training run needs to exist."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise IGRError(f"{out}: already exists (pass --overwrite to replace it)")
-    state, hparams = load_checkpoint_state(ckpt)
+    state, hparams = load_checkpoint_state(ckpt, trust_pickle)
     cfg = hparams.get("model")
     if isinstance(cfg, dict):
         cfg = model_config_from_dict(cfg, where=f"{ckpt} hyper-parameters")

@@ -9,7 +9,6 @@ is reported. Human-parsing label maps (VITON-HD ``image-parse-v3``, DressCode ``
 from __future__ import annotations
 
 import csv
-import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from igr.atomic import atomic_file
 from igr.config import CATEGORIES
 from igr.data.transforms import binarize_mask, image_to_tensor, mask_to_tensor, resize_pad, resize_pad_mask
 from igr.errors import IGRError
@@ -407,17 +407,8 @@ def write_image(image: Image.Image, path: str | Path) -> Path:
     fmt = OUTPUT_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise IGRError(f"{path}: unsupported output extension (use one of {', '.join(OUTPUT_FORMATS)})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        image.save(f, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
     return path
 
 

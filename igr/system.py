@@ -149,14 +149,12 @@ def load_trainable_weights(model: IGRModel, source: str) -> None:
     """Copy GarmNet/denoiser(+adapter) weights from a Lightning checkpoint or a pipeline folder into ``model``."""
     from pathlib import Path
 
-    from igr.export import load_checkpoint_state
-    from igr.models.weights import load_into, read_state_dict
+    from igr.export import load_checkpoint_state, read_pipeline_config
+    from igr.weights_io import load_into, read_state_dict
 
     path = Path(source)
     if path.is_dir() and (path / "model.yaml").is_file():
-        from omegaconf import OmegaConf
-
-        doc = OmegaConf.to_container(OmegaConf.load(path / "model.yaml"))
+        doc = read_pipeline_config(path)
         _check_parameterisation(model, doc.get("diffusion"), path)
         for name in ("garmnet", "denoiser"):
             module = getattr(model, name)

@@ -1,9 +1,13 @@
 """``igr fit``: LightningCLI over :class:`IGRSystem` and :class:`IGRDataModule` (omegaconf parser mode).
 
-    igr fit -c configs/experiment/coarse.yaml [--trainer.max_steps 1000] [--ckpt_path last]
+    igr fit -c configs/experiment/coarse.yaml [--trainer.max_steps 1000] [--ckpt_path last] [--trust-pickle]
 
 Any config value can be overridden on the command line. Before training starts, every shard pattern and weight
 path in the resolved config is checked, so a typo fails in seconds with the path in the message.
+
+Checkpoints (``--ckpt_path``, ``--model.init_from``) are loaded weights-only; ``--trust-pickle`` allows one that
+needs unpickling (code from the file may run: only for a source you trust). ``--ckpt_path last`` resumes from
+the newest complete checkpoint (:mod:`igr.checkpoints`).
 """
 
 from __future__ import annotations
@@ -26,8 +30,23 @@ def _check_setup(system, datamodule) -> None:
 
 
 class IGRCLI(LightningCLI):
+    trust_pickle = False  # `igr fit --trust-pickle`
+
     def before_fit(self) -> None:
+        # Everything here runs before trainer.fit creates the run folder, config.yaml or a TensorBoard file.
         _check_setup(self.model, self.datamodule)
+        self.datamodule.setup("fit")  # a missing shard path fails now, naming the key and the path
+        from igr.checkpoints import harden
+
+        harden(self.trainer)
+
+    def fit(self, model, datamodule=None, ckpt_path=None, weights_only=None, **kwargs) -> None:
+        from igr.checkpoints import resume_checkpoint
+
+        ckpt_path = resume_checkpoint(self.trainer, ckpt_path, trust_pickle=self.trust_pickle)
+        # weights-only unless the user trusts the file: a checkpoint cannot run code on resume
+        weights_only = not self.trust_pickle if weights_only is None else weights_only
+        self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=weights_only, **kwargs)
 
 
 def _preflight(argv: list[str]) -> None:
@@ -47,7 +66,12 @@ def _preflight(argv: list[str]) -> None:
 
             if importlib.util.find_spec("deepspeed") is None:
                 raise IGRError(f"{path}: uses DeepSpeed, which is not installed (pip install -e .[deepspeed])")
-        doc = OmegaConf.to_container(OmegaConf.load(path))
+        try:
+            doc = OmegaConf.to_container(OmegaConf.load(path))
+        except Exception as exc:  # PyYAML scanner/parser errors (several lines each)
+            from igr.config import yaml_error_line
+
+            raise IGRError(f"{path}: not a readable YAML config ({yaml_error_line(exc)})") from None
         if not isinstance(doc, dict):
             raise IGRError(f"{path}: expected a mapping at the top level")
         from igr.config import DiffusionConfig, ModelConfig, OptimConfig, SamplingConfig
@@ -94,18 +118,23 @@ def _near(key: str, valid) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from igr.data import IGRDataModule
+    from igr.export import TRUST_FLAG, trusting_pickles
     from igr.system import IGRSystem
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    trust = TRUST_FLAG in argv  # ours, not LightningCLI's: it covers --ckpt_path and model.init_from
+    argv = [a for a in argv if a != TRUST_FLAG]
     _preflight(argv)
     # `args` always carries the arguments here, also when `igr fit` was typed on a command line.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    IGRCLI(
-        IGRSystem,
-        IGRDataModule,
-        args=["fit", *argv],
-        parser_kwargs={"parser_mode": "omegaconf+"},  # interpolations see CLI overrides
-        save_config_kwargs={"overwrite": True},
-        seed_everything_default=0,
-    )
+    cli = type("IGRCLI", (IGRCLI,), {"trust_pickle": trust})
+    with trusting_pickles(trust):
+        cli(
+            IGRSystem,
+            IGRDataModule,
+            args=["fit", *argv],
+            parser_kwargs={"parser_mode": "omegaconf+"},  # interpolations see CLI overrides
+            save_config_kwargs={"overwrite": True},
+            seed_everything_default=0,
+        )
     return 0

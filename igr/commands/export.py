@@ -4,6 +4,8 @@ igr export CKPT --out DIR                 from a training checkpoint (.ckpt, or 
 igr export --untrained CONFIG.yaml --out DIR [--vae-path P] [--seed S]
                                           the same model at initialisation (the "init" row of reports); CONFIG
                                           is a model YAML or an experiment YAML (then its diffusion settings too)
+
+Checkpoints are read weights-only (no code from the file runs); --trust-pickle allows one that needs unpickling.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="pipeline folder to write")
     parser.add_argument("--ema", action="store_true", help="export the EMA weights stored in the checkpoint")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow a checkpoint that needs unpickling (runs code from the file: only for a source you trust)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.ckpt) == bool(args.untrained):
         raise IGRError("give either a checkpoint or --untrained CONFIG_YAML")
     if args.ckpt:
-        out = export_checkpoint(args.ckpt, args.out, ema=args.ema, overwrite=args.overwrite)
+        out = export_checkpoint(
+            args.ckpt, args.out, ema=args.ema, overwrite=args.overwrite, trust_pickle=args.trust_pickle
+        )
         print(f"exported {args.ckpt} → {out}")
         return 0
     import dataclasses

@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--weights", help="with a model YAML: trained weights (Lightning .ckpt or pipeline folder)"
     )
+    m.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow a --weights checkpoint that needs unpickling (runs code from it: only a source you trust)",
+    )
     m.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, mps")
     m.add_argument(
         "--dtype", default="auto", help="auto (float16 on CUDA, else float32), float32, float16, bfloat16"
@@ -259,13 +264,15 @@ def _prepare_pair(pair, categories, args: argparse.Namespace, resolution, out: P
 
 
 def _load(args: argparse.Namespace, size: tuple[int, int] | None):
+    from igr.export import trusting_pickles
     from igr.pipeline import IGRPipeline, resolve_device, resolve_dtype
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     model = Path(args.model)
     if model.suffix in (".yaml", ".yml") and model.is_file():
-        pipe = IGRPipeline.from_config(model, args.weights, device=device, dtype=dtype)
+        with trusting_pickles(args.trust_pickle):
+            pipe = IGRPipeline.from_config(model, args.weights, device=device, dtype=dtype)
     else:
         if args.weights:
             raise IGRError("--weights: only used with a model YAML (a pipeline folder holds its weights)")

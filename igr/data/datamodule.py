@@ -80,8 +80,11 @@ class IGRDataModule(L.LightningDataModule):
         super().__init__()
         if len(image_size) != 2 or min(image_size) < 8:
             raise IGRError(f"image_size={image_size}: expected (H, W), each at least 8")
-        if batch_size < 1 or num_workers < 0 or train_samples_per_epoch < 1:
-            raise IGRError("batch_size and train_samples_per_epoch must be >= 1, num_workers >= 0")
+        for key, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
+                                ("train_samples_per_epoch", train_samples_per_epoch, 1),
+                                ("val_batch_size", val_batch_size, 1)):
+            if value is not None and value < low:
+                raise IGRError(f"data.{key}: {value} must be >= {low}")
         if not (0.0 <= hflip_p <= 1.0) or scale_range[0] > scale_range[1] or scale_range[0] <= 0 or shift_frac < 0:
             raise IGRError(f"bad augmentation settings: hflip_p={hflip_p}, scale_range={scale_range}, shift_frac={shift_frac}")
         self.save_hyperparameters()

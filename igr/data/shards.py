@@ -21,6 +21,7 @@ from typing import Any
 import braceexpand
 import numpy as np
 
+from igr.atomic import AtomicFile, atomic_file
 from igr.data.schema import (
     CATEGORIES,
     GARMENT,
@@ -222,8 +223,7 @@ class ShardSetWriter:
         self.paired = True
         self._keys: set[str] = set()
         self._tar: tarfile.TarFile | None = None
-        self._file = None
-        self._tmp: str | None = None
+        self._file: AtomicFile | None = None
         self._count = 0
         self._bytes = 0
         self._shard_categories: Counter = Counter()
@@ -233,9 +233,8 @@ class ShardSetWriter:
     def _open(self) -> None:
         os.makedirs(self.out_dir, exist_ok=True)  # created on first write: a failed start leaves nothing
         name = SHARD_NAME.format(split=self.split, index=len(self.shards))
-        self._tmp = os.path.join(self.out_dir, f".{name}.tmp-{os.getpid()}")
-        self._file = open(self._tmp, "wb")
-        self._tar = tarfile.open(fileobj=self._file, mode="w|", format=tarfile.USTAR_FORMAT)
+        self._file = AtomicFile(os.path.join(self.out_dir, name))
+        self._tar = tarfile.open(fileobj=self._file.file, mode="w|", format=tarfile.USTAR_FORMAT)
         self._count, self._bytes = 0, 0
         self._shard_categories = Counter()
 
@@ -243,19 +242,15 @@ class ShardSetWriter:
         if self._tar is None:
             return
         self._tar.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        name = SHARD_NAME.format(split=self.split, index=len(self.shards))
-        final = os.path.join(self.out_dir, name)
-        os.replace(self._tmp, final)
+        final = str(self._file.commit())
+        name = os.path.basename(final)
         self.shards.append({
             "name": name,
             "num_samples": self._count,
             "bytes": os.path.getsize(final),
             "categories": {c: self._shard_categories.get(c, 0) for c in CATEGORIES},
         })
-        self._tar, self._file, self._tmp = None, None, None
+        self._tar, self._file = None, None
 
     def write(self, sample: dict[str, Any]) -> None:
         key = sample["__key__"]
@@ -308,11 +303,9 @@ class ShardSetWriter:
         if extra:
             index.update(extra)
         path = os.path.join(self.out_dir, f"{self.split}.json")
-        tmp = path + f".tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_file(path, "w", encoding="utf-8") as f:
             json.dump(index, f, indent=2, sort_keys=True)
             f.write("\n")
-        os.replace(tmp, path)
         self.closed = True
         return index
 
@@ -322,11 +315,9 @@ class ShardSetWriter:
             try:
                 with contextlib.suppress(Exception):  # the original error matters, not this one
                     self._tar.close()  # flush the tar stream into the file that is about to go
-                self._file.close()
             finally:
-                if self._tmp and os.path.exists(self._tmp):
-                    os.remove(self._tmp)
-            self._tar, self._file, self._tmp = None, None, None
+                self._file.abort()
+            self._tar, self._file = None, None
 
     def __enter__(self) -> ShardSetWriter:
         return self

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from igr.atomic import atomic_file
 
 
 def files_set_id(files: Iterable[Path], root: Path | None = None) -> str:
@@ -50,7 +51,7 @@ class FeatureCache:
         path = self._path(real_id, identity, resolution)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = json.dumps({"real_id": real_id, "identity": identity, "resolution": list(resolution or [])})
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, feats=np.asarray(feats, dtype=np.float32), meta=np.array(meta))
-        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one, never half
+        # atomic: a concurrent reader sees the old file or the new one, never half of one
+        with atomic_file(path) as f:
+            np.savez(f, feats=np.asarray(feats, dtype=np.float32), meta=np.array(meta))
         return path

@@ -177,7 +177,7 @@ def clip_resize_crop(image_hwc: np.ndarray) -> np.ndarray:
 
 def read_clip_visual_state(path: Path) -> dict[str, torch.Tensor]:
     """The image-tower weights from OpenAI's ``ViT-B-32.pt`` (a JIT archive) or an open_clip state dict."""
-    from igr.models.weights import read_state_dict
+    from igr.weights_io import read_state_dict
 
     try:
         state = _jit_load(path).state_dict()
@@ -201,7 +201,7 @@ class ClipFeatures(FeatureExtractor):
         import open_clip
         from open_clip.model import _build_vision_tower
 
-        from igr.models.weights import load_into
+        from igr.weights_io import load_into
 
         super().__init__(weights, device)
         cfg = open_clip.get_model_config("ViT-B-32")

@@ -46,7 +46,7 @@ class PairedMetric:
 
 def _features_state(path: Path) -> dict[str, torch.Tensor]:
     """``features.*`` entries of a torchvision classification state dict, prefix stripped."""
-    from igr.models.weights import read_state_dict
+    from igr.weights_io import read_state_dict
 
     state = read_state_dict(path)
     feats = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
@@ -64,11 +64,13 @@ class LPIPSMetric(PairedMetric):
     ) -> None:
         import lpips
 
-        from igr.models.weights import load_into
+        from igr.weights_io import load_into, read_state_dict
 
         super().__init__(weights, device)
-        if linear_path is not None and not Path(linear_path).is_file():
-            raise WeightsError(f"{linear_path}: LPIPS linear-layer weights not found")
+        # Read here, weights-only with our one-line errors; lpips' own torch.load would print a traceback.
+        linear = read_state_dict(linear_path) if linear_path is not None else None
+        if linear is not None and (not linear or not all(k.startswith("lin") for k in linear)):
+            raise WeightsError(f"{linear_path}: not LPIPS linear-layer weights (expected lin0.* ... lin4.* keys)")
         with seeded_init(), warnings.catch_warnings():
             warnings.simplefilter(
                 "ignore", UserWarning
@@ -79,9 +81,13 @@ class LPIPSMetric(PairedMetric):
                 version="0.1",
                 pretrained=True,
                 pnet_rand=True,
-                model_path=linear_path,
                 verbose=False,
-            )
+            )  # the package's bundled v0.1 linear layers; a configured file replaces them next
+        if linear is not None:
+            missing = {k for k in net.state_dict() if k.startswith("lin")} - set(linear)
+            if missing:
+                raise WeightsError(f"{linear_path}: LPIPS linear weights lack {len(missing)} key(s), e.g. {min(missing)}")
+            net.load_state_dict(linear, strict=False)
         if weights is not None:
             trunk = _features_state(weights)
             # lpips splits torchvision's alexnet.features into slice1..5 but keeps the layer indices.
@@ -168,7 +174,7 @@ class DISTSMetric(PairedMetric):
     ) -> None:
         from torchvision.models.vgg import cfgs, make_layers
 
-        from igr.models.weights import load_into, read_state_dict
+        from igr.weights_io import load_into, read_state_dict
 
         super().__init__(weights, device)
         ab_path = Path(alpha_beta_path) if alpha_beta_path is not None else _bundled_alpha_beta()

@@ -18,7 +18,7 @@ from diffusers.models.embeddings import ImageProjection
 from diffusers.utils import logging as diffusers_logging
 
 from igr.errors import WeightsError
-from igr.models.weights import check_shapes, read_state_dict
+from igr.weights_io import check_shapes, read_state_dict
 
 IPState = dict[str, dict[str, torch.Tensor]]  # {"image_proj": {...}, "ip_adapter": {...}}
 

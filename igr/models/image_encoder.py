@@ -15,7 +15,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.model import _build_vision_tower
 
 from igr.errors import IGRError
-from igr.models.weights import load_into, read_state_dict
+from igr.weights_io import load_into, read_state_dict
 
 
 def _vision_config(config: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -14,7 +14,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from igr.config import CATEGORIES
 from igr.errors import IGRError
-from igr.models.weights import load_diffusers_model
+from igr.weights_io import load_diffusers_model
 
 CONTEXT_LENGTH = 77
 

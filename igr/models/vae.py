@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL
 
-from igr.models.weights import load_diffusers_model
+from igr.weights_io import load_diffusers_model
 
 
 def build_vae(config: dict[str, Any], sd_path: str | None, vae_path: str | None) -> AutoencoderKL:

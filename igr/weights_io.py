@@ -1,11 +1,12 @@
 """Reading weight files from local paths, with one clear error per problem.
 
-Nothing here touches the network: every path comes from a config, and ``igr download-weights`` is the only
+Shared by the model (``igr.models``) and the metric backbones (``igr.metrics``). Nothing here touches the network: every path comes from a config, and ``igr download-weights`` is the only
 code that fetches files.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,8 +25,7 @@ _WEIGHT_NAMES = (
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a ``.safetensors`` or ``.bin``/``.pt``/``.pth`` file (``torch.load(weights_only=True)``: no pickles run)."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: weights file not found")
+    check_readable(path, "weights file")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -39,6 +39,18 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping):
         raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}")
     return dict(state)
+
+
+def check_readable(path: str | Path, what: str) -> Path:
+    """A missing file and one this user may not read are different problems; say which."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"{path}: {what} not found")
+    if path.is_dir():
+        raise WeightsError(f"{path}: is a directory, expected a {what}")
+    if not os.access(path, os.R_OK):
+        raise WeightsError(f"{path}: {what} cannot be read (permission denied)")
+    return path
 
 
 def check_shapes(
