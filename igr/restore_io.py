@@ -8,7 +8,6 @@ is reported. Human-parsing label maps (VITON-HD ``image-parse-v3``, DressCode ``
 
 from __future__ import annotations
 
-import csv
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
+from igr import imageio
 from igr.atomic import atomic_file
 from igr.config import CATEGORIES
 from igr.data.transforms import binarize_mask, image_to_tensor, mask_to_tensor, resize_pad, resize_pad_mask
@@ -51,21 +51,8 @@ def image_extensions() -> set[str]:
 
 
 def _open(path: str | Path, what: str) -> Image.Image:
-    """Open and fully decode an image file, with EXIF orientation applied (phone photos are often rotated)."""
-    path = Path(path)
-    if not path.exists():
-        raise IGRError(f"{path}: {what} file not found")
-    if path.is_dir():
-        raise IGRError(f"{path}: is a directory, expected a {what} image")
-    try:
-        img = Image.open(path)
-        img.load()
-    except Image.UnidentifiedImageError as exc:
-        raise IGRError(f"{path}: not an image (cannot identify the {what} file's format)") from exc
-    except Exception as exc:  # truncated files, decompression bombs, permission errors
-        detail = " ".join(str(exc).split())[:120]
-        raise IGRError(f"{path}: unreadable {what} image ({exc.__class__.__name__}: {detail})") from exc
-    return ImageOps.exif_transpose(img)
+    """Open and fully decode an image file (:mod:`igr.imageio`: EXIF orientation, bomb limit, one-line errors)."""
+    return imageio.decode(path, what)
 
 
 def read_person(path: str | Path) -> Image.Image:
@@ -128,11 +115,7 @@ def as_rgb(image, name: str = "person") -> Image.Image:
     Float arrays and tensors must hold values in [0, 1]; a [-1, 1] tensor is refused rather than misread.
     """
     if isinstance(image, Image.Image):
-        if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")  # transparent pixels become white, not whatever RGB they hold
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(white, rgba).convert("RGB")
-        return image.convert("RGB")
+        return imageio.to_rgb(image)  # alpha on white, 16-bit scaled, CMYK/palette converted
     a = _as_hwc(image, name)
     if a.dtype != np.uint8:
         a = (_unit_range(a, name) * 255).round().astype(np.uint8)
@@ -167,20 +150,8 @@ def as_mask(mask, threshold: int = 127, name: str = "mask") -> tuple[np.ndarray,
 
 
 def _pil_mask_array(img: Image.Image) -> np.ndarray:
-    """A PIL mask of any mode → uint8 HxW on the 0..255 (or 0/1) scale."""
-    if img.mode == "1":
-        return np.asarray(img).astype(np.uint8)  # bool → 0/1
-    if img.mode == "L":
-        return np.asarray(img)
-    if img.mode.startswith("I;16"):
-        return (np.asarray(img).astype(np.float32) / 257).round().astype(np.uint8)
-    if img.mode in ("I", "F"):
-        a = np.asarray(img).astype(np.float32)
-        a = a * 255 if a.max(initial=0) <= 1 and img.mode == "F" else a
-        return np.clip(a, 0, 255).round().astype(np.uint8)
-    if img.mode == "LA":
-        return np.asarray(img)[..., 0]
-    return np.asarray(img.convert("RGB")).max(axis=-1)
+    """A PIL mask of any mode → uint8 HxW on the 0..255 scale (or 0/1 for a 0/1 mask)."""
+    return imageio.to_grey(img)
 
 
 def _as_hwc(x, name: str) -> np.ndarray:
@@ -342,13 +313,8 @@ def read_categories(path: str | Path) -> dict[str, tuple[str, int]]:
         raise IGRError(f"{path}: categories file not found")
     out: dict[str, tuple[str, int]] = {}
     exts = image_extensions()
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise IGRError(f"{path}: unreadable CSV ({exc.__class__.__name__}: {exc})") from exc
+    rows = imageio.read_csv(path, "categories CSV")
     for line, row in enumerate(rows, start=1):
-        row = [c.strip() for c in row]
         if not any(row) or row[0].startswith("#"):
             continue
         if line == 1 and len(row) == 2 and row[1].lower() == "category":

@@ -142,6 +142,8 @@ def _run_single(args: argparse.Namespace, size: tuple[int, int] | None) -> int:
     if args.labels and not args.mask_from_parse:
         raise IGRError("--labels: only used with --mask-from-parse (a parse map)")
     out = Path(args.out)
+    if out.is_dir():  # not an output that exists: a mistake (--out where --out-dir was meant)
+        raise IGRError(f"{out}: is a directory; --out takes the output image's file name (a folder: --out-dir)")
     if out.exists() and not args.overwrite:
         print(f"skipped: {out} exists (pass --overwrite to replace it)", file=sys.stderr)
         return 0
@@ -222,7 +224,10 @@ def _run_batch(args: argparse.Namespace, size: tuple[int, int] | None) -> int:
         task = progress.add_task("restoring", total=len(pairs))
         for pair in pairs:
             out = out_dir / f"{pair.stem}.png"
-            if out.exists() and not args.overwrite:
+            if out.is_dir():  # neither an earlier output nor replaceable by one: this pair fails
+                _error(f"{out}: is a directory, cannot write the output of {pair.person} there")
+                failed += 1
+            elif out.exists() and not args.overwrite:
                 skipped += 1
             else:
                 try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,7 +41,27 @@ SIZE_MISMATCH = "size_mismatch"
 UNKNOWN_CATEGORY = "unknown_category"
 UNREADABLE_SHARD = "unreadable_shard"
 NONBINARY_MASK = "nonbinary_mask"
-SKIP_REASONS: tuple[str, ...] = (UNDECODABLE, MISSING_FIELD, SIZE_MISMATCH, UNKNOWN_CATEGORY, UNREADABLE_SHARD)
+UNSAFE_KEY = "unsafe_key"
+SKIP_REASONS: tuple[str, ...] = (
+    UNDECODABLE, MISSING_FIELD, SIZE_MISMATCH, UNKNOWN_CATEGORY, UNREADABLE_SHARD, UNSAFE_KEY
+)
+
+
+def unsafe_key(key: Any) -> str | None:
+    """Why a sample key is not a safe tar member name, or None. A key from a foreign tar may be a member path
+    like ``../../evil`` or ``/etc/x``; copied into a new shard, it becomes a path for whoever extracts that tar.
+    Relative sub-folder keys (``part1/0001``, as other webdataset writers make) are fine."""
+    if not isinstance(key, str) or not key:
+        return "empty key"
+    if key.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", key):
+        return "an absolute path"
+    parts = re.split(r"[/\\]", key)
+    if any(p in ("", ".", "..") for p in parts):
+        return "a path that leaves its folder ('..', '.' or an empty part)"
+    if any(ord(c) < 32 for c in key):
+        return "control characters"
+    return None
+
 
 SKIP_DESCRIPTIONS = {
     UNDECODABLE: "undecodable image or metadata",
@@ -48,6 +69,7 @@ SKIP_DESCRIPTIONS = {
     SIZE_MISMATCH: "person/mask/garment sizes differ",
     UNKNOWN_CATEGORY: "unknown category",
     UNREADABLE_SHARD: "unreadable shard (bad tar or URL)",
+    UNSAFE_KEY: "unsafe sample key (an absolute path or one with '..')",
     NONBINARY_MASK: "grey mask, binarised at the threshold (kept)",
 }
 
@@ -191,6 +213,8 @@ def decode_sample(
     """
     key = raw.get("__key__", "?")
     url = raw.get("__url__", "?")
+    if (why := unsafe_key(key)) is not None:
+        raise SampleError(UNSAFE_KEY, f"key {key!r} is {why}")
     missing = [f for f in (PERSON, MASK, CATEGORY) if raw.get(f) is None]
     want_garment = load_garment and (require_garment or raw.get(GARMENT) is not None)
     if require_garment and load_garment and raw.get(GARMENT) is None:

@@ -29,6 +29,7 @@ from igr.data.schema import (
     SampleError,
     SkipStats,
     decode_sample,
+    unsafe_key,
 )
 from igr.errors import IGRError
 
@@ -254,6 +255,8 @@ class ShardSetWriter:
 
     def write(self, sample: dict[str, Any]) -> None:
         key = sample["__key__"]
+        if (why := unsafe_key(key)) is not None:  # it becomes a tar member name: never a path outside
+            raise ValueError(f"sample key {key!r} is {why}")
         if key in self._keys:
             raise ValueError(f"duplicate sample key {key!r}")
         self._keys.add(key)

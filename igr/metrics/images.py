@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from igr.imageio import read_rgb
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
@@ -56,10 +58,10 @@ def tensor_to_hwc(image: torch.Tensor) -> np.ndarray:
     return image.detach().cpu().permute(1, 2, 0).numpy()
 
 
-def load_rgb(path, size_hw: tuple[int, int] | None = None) -> torch.Tensor:
-    """Read an image file as (3, H, W) uint8 RGB; resize to ``size_hw`` with PIL bicubic if given."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if size_hw is not None and (im.height, im.width) != tuple(size_hw):
-            im = im.resize((size_hw[1], size_hw[0]), resample=Image.BICUBIC)
-        return hwc_to_tensor(np.asarray(im))
+def load_rgb(path, size_hw: tuple[int, int] | None = None, what: str = "image") -> torch.Tensor:
+    """Read an image file as (3, H, W) uint8 RGB (:mod:`igr.imageio`: EXIF orientation, alpha on white,
+    16-bit scaled); resize to ``size_hw`` with PIL bicubic if given."""
+    im = read_rgb(path, what)
+    if size_hw is not None and (im.height, im.width) != tuple(size_hw):
+        im = im.resize((size_hw[1], size_hw[0]), resample=Image.BICUBIC)
+    return hwc_to_tensor(np.asarray(im))

@@ -33,7 +33,7 @@ from igr.data.curation import (
     measure_mask,
     quality_score,
 )
-from igr.data.schema import SampleError, SkipStats, decode_sample
+from igr.data.schema import SKIP_DESCRIPTIONS, SampleError, SkipStats, decode_sample
 from igr.data.shards import ShardSetWriter, iter_raw, resolve_shards, split_shards
 from igr.errors import IGRError
 
@@ -201,6 +201,8 @@ def run(args) -> int:
     console = Console(highlight=False, soft_wrap=True)
     console.print(f"curated {summary['valid_samples']} samples from {args.src} "
                   f"({summary['invalid_samples']} invalid, skipped)")
+    for reason, n in sorted(stats.counts.items()):
+        console.print(f"  invalid, {SKIP_DESCRIPTIONS.get(reason, reason)} ({reason}): {n}")
     for rule, n in summary["removed"].items():
         console.print(f"  removed by {rule}: {n}")
     console.print(f"  extreme proportion, re-framed: {summary['fixed']}")

@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from igr import imageio
 from igr.data.schema import CATEGORIES
 from igr.data.shards import ShardSetWriter, encode_sample
 from igr.data.transforms import binarize_mask, resize_pad, resize_pad_mask
+from igr.errors import IGRError
 
 # Converter skip reasons (printed in the summary and stored in the index).
 MISSING_FILE = "missing_file"
@@ -62,11 +64,9 @@ def _read(path: str) -> bytes:
 
 def _decode(data: bytes, what: str, path: str) -> Image.Image:
     try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-        return img
-    except Exception as exc:
-        raise _SkipError(UNDECODABLE, f"{what} {path}: {type(exc).__name__}: {exc}") from None
+        return imageio.decode(data, what, path)  # EXIF orientation applied, bomb limit, one-line reason
+    except IGRError as exc:
+        raise _SkipError(UNDECODABLE, str(exc)) from None
 
 
 class _SkipError(Exception):
@@ -83,10 +83,19 @@ def _jpeg(img: Image.Image, size: tuple[int, int]) -> bytes:
 
 
 def _image_bytes(data: bytes, img: Image.Image, size: tuple[int, int]) -> bytes:
-    if img.format == "JPEG" and img.mode == "RGB" and (img.size[1], img.size[0]) == tuple(size):
+    if _is_plain_jpeg(data) and img.mode == "RGB" and (img.size[1], img.size[0]) == tuple(size):
         return data  # already right: keep the original bytes, no second JPEG generation loss
-    rgb = img.convert("RGB")
+    rgb = imageio.to_rgb(img)  # alpha on white, 16-bit scaled, CMYK/palette/grey converted
     return _jpeg(resize_pad(rgb, size, fill="auto"), size)
+
+
+def _is_plain_jpeg(data: bytes) -> bool:
+    """A JPEG whose stored pixels are its displayed pixels (no EXIF rotation for a reader to forget)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.format == "JPEG" and img.getexif().get(0x0112, 1) == 1
+    except Exception:
+        return False
 
 
 def _load_mask(item: Item, person_hw: tuple[int, int]) -> np.ndarray:
@@ -95,15 +104,16 @@ def _load_mask(item: Item, person_hw: tuple[int, int]) -> np.ndarray:
         raise _SkipError(MISSING_FILE, f"mask {item.mask} not found")
     img = _decode(_read(item.mask), "mask", item.mask)
     if item.mask_kind == "labels":
-        if img.mode not in ("P", "L", "I", "I;16"):
+        if img.mode not in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
             raise _SkipError(UNDECODABLE, f"label map {item.mask} is {img.mode}, expected a palette or grey label image")
         if (img.size[1], img.size[0]) != person_hw:
             img = _match_size(img, person_hw, item.mask, Image.Resampling.NEAREST)
         m = np.isin(np.asarray(img), item.mask_labels).astype(np.uint8)
     else:
-        if (img.size[1], img.size[0]) != person_hw:
-            img = _match_size(img.convert("L"), person_hw, item.mask, Image.Resampling.BILINEAR)
-        m, _ = binarize_mask(np.asarray(img.convert("L")))
+        grey = Image.fromarray(imageio.to_grey(img), "L")  # 16-bit masks scaled, not clipped to white
+        if (grey.size[1], grey.size[0]) != person_hw:
+            grey = _match_size(grey, person_hw, item.mask, Image.Resampling.BILINEAR)
+        m, _ = binarize_mask(np.asarray(grey))
     return m
 
 

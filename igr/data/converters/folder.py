@@ -8,14 +8,14 @@ or ``--csv``) with a header and columns ``key,category`` (category ``upper``, ``
 
 from __future__ import annotations
 
-import csv
 import os
 
+from igr import imageio
 from igr.data.converters.common import MISSING_FILE, UNKNOWN_CATEGORY, Item, Skip, sanitize_key
 from igr.data.schema import CATEGORIES
 from igr.errors import IGRError
 
-EXTS = (".jpg", ".jpeg", ".png", ".webp")
+EXTS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 
 
 def _find(directory: str, key: str) -> str | None:
@@ -29,8 +29,7 @@ def _find(directory: str, key: str) -> str | None:
 def read_categories(path: str) -> list[tuple[str, str]]:
     if not os.path.isfile(path):
         raise IGRError(f"{path}: category CSV not found (columns key,category)")
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f))
+    rows = imageio.read_csv(path, "category CSV")  # UTF-8 (with or without Excel's BOM) or Windows-1252
     if not rows:
         raise IGRError(f"{path}: empty CSV")
     header = [h.strip().lower() for h in rows[0]]

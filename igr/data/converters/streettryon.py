@@ -11,12 +11,12 @@ lists; otherwise the category is the garment class with most pixels in the parsi
 
 from __future__ import annotations
 
-import csv
 import os
 
 import numpy as np
 from PIL import Image
 
+from igr import imageio
 from igr.data.converters.common import MISSING_FILE, UNDECODABLE, Item, Skip, sanitize_key
 from igr.errors import IGRError
 
@@ -47,10 +47,9 @@ def _csv_categories(root: str) -> dict[str, str]:
             "upper" if any(w in low for w in ("top", "upper")) else None
         if cat is None:
             continue
-        with open(os.path.join(ann, name), encoding="utf-8", newline="") as f:
-            for row in list(csv.reader(f))[1:]:
-                if row:
-                    out.setdefault(os.path.splitext(os.path.basename(row[-1].strip()))[0], cat)
+        for row in imageio.read_csv(os.path.join(ann, name), "annotation CSV")[1:]:
+            if row:
+                out.setdefault(os.path.splitext(os.path.basename(row[-1]))[0], cat)
     return out
 
 

@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from igr.config import parse_size
 from igr.errors import IGRError
+from igr.imageio import image_size
 from igr.metrics.cache import files_set_id
 from igr.metrics.config import SET_METRICS, MetricsConfig
 from igr.metrics.images import IMAGE_EXTENSIONS, load_rgb
@@ -91,11 +91,7 @@ def _check_sizes(files: list[Path], size: tuple[int, int], resize: bool, flag: s
     """Number of images whose size is not ``size``; an error unless ``resize``."""
     wrong = []
     for f in files:
-        try:
-            with Image.open(f) as im:
-                hw = (im.height, im.width)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise IGRError(f"{f}: cannot read image ({exc.__class__.__name__})") from exc
+        hw = image_size(f, flag)  # as displayed: EXIF orientation applied, like the pixels read later
         if hw != size:
             wrong.append((f, hw))
     if wrong and not resize:
@@ -107,13 +103,10 @@ def _check_sizes(files: list[Path], size: tuple[int, int], resize: bool, flag: s
     return len(wrong)
 
 
-def _load_batch(files: list[Path], size: tuple[int, int]) -> torch.Tensor:
+def _load_batch(files: list[Path], size: tuple[int, int], what: str) -> torch.Tensor:
     images = []
     for f in files:
-        try:
-            images.append(load_rgb(f, size))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise IGRError(f"{f}: cannot decode image ({exc.__class__.__name__})") from exc
+        images.append(load_rgb(f, size, what))
     return torch.stack(images)
 
 
@@ -167,8 +160,8 @@ def run(args: argparse.Namespace) -> int:
     grid_pred, grid_gt = [], []
     for i in range(0, len(names), bs):
         chunk = names[i : i + bs]
-        p = _load_batch([pred[n] for n in chunk], size)
-        g = _load_batch([gt[n] for n in chunk], size) if gt is not None else None
+        p = _load_batch([pred[n] for n in chunk], size, "--pred")
+        g = _load_batch([gt[n] for n in chunk], size, "--gt") if gt is not None else None
         suite.update(p, g, keys=chunk)
         if len(grid_pred) < 8:
             grid_pred += list(p[: 8 - len(grid_pred)])
@@ -178,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     if real is not None and wants_sets and not suite.real_is_cached():
         files = sorted(real.values())
         for i in range(0, len(files), bs):
-            suite.update_real(_load_batch(files[i : i + bs], size))
+            suite.update_real(_load_batch(files[i : i + bs], size, "--real"))
             _progress(min(i + bs, len(files)), i, len(files), "real images")
     results = suite.compute()
     protocol = suite.protocol()
