@@ -38,8 +38,8 @@ def _check_pixels(img: Image.Image, name: str | Path, what: str) -> None:
     w, h = img.size
     if w * h > MAX_PIXELS:
         raise IGRError(
-            f"{name}: {what} image is {w}x{h} (W×H, {w * h / 1e6:.0f} megapixels), over the "
-            f"{MAX_PIXELS / 1e6:.0f}-megapixel limit that guards against decompression bombs"
+            f"{name}: {what} image is {w}x{h} (W×H, {w * h:,} pixels), over the limit of {MAX_PIXELS:,} "
+            "pixels that guards against decompression bombs"
         )
 
 
@@ -78,8 +78,8 @@ def decode(data: bytes | Path | str, what: str = "image", name: str | Path | Non
         except Exception as exc:
             raise IGRError(f"{name}: unreadable {what} image ({_describe(exc)})") from None
         if img is None:  # PIL refused the header itself; read the size for the message
-            raise IGRError(f"{name}: {what} image is over the {MAX_PIXELS / 1e6:.0f}-megapixel limit "
-                           "that guards against decompression bombs")
+            raise IGRError(f"{name}: {what} image is over the limit of {MAX_PIXELS:,} pixels that guards "
+                           "against decompression bombs")
         _check_pixels(img, name, what)
         try:
             img.load()
