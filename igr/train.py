@@ -40,6 +40,23 @@ class IGRCLI(LightningCLI):
 
         harden(self.trainer)
 
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI's merge of a ``--ckpt_path`` file's hyper-parameters into the config, with our loader: a
+        refused payload is one line (Lightning's raises a page), and ``--trust-pickle`` is honoured."""
+        from igr.export import read_checkpoint
+
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return  # "last", "best" or a missing file: resolved (and reported) when fit starts
+        hparams = dict(read_checkpoint(ckpt_path, trust_pickle=self.trust_pickle).get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+
     def fit(self, model, datamodule=None, ckpt_path=None, weights_only=None, **kwargs) -> None:
         from igr.checkpoints import resume_checkpoint
 
