@@ -97,6 +97,19 @@ def atomic_file(path: str | Path, mode: str = "wb", encoding: str | None = None)
     out.commit()
 
 
+def _normalise_modes(root: Path) -> None:
+    """Umask permissions for a finished folder and everything in it: besides mkdtemp's 0700, some writers
+    (safetensors' ``save_file``) create 0600 files."""
+    os.chmod(root, default_mode(is_dir=True))
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            os.chmod(os.path.join(folder, name), default_mode(is_dir=True))
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                os.chmod(path, default_mode() | (os.stat(path).st_mode & 0o111 & ~current_umask()))
+
+
 @contextmanager
 def atomic_directory(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """``with atomic_directory(out) as tmp:`` write into ``tmp``; on success it replaces ``out``."""
@@ -107,7 +120,7 @@ def atomic_directory(out: str | Path, overwrite: bool = False) -> Iterator[Path]
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out), suffix=TMP_SUFFIX, dir=out.parent))
     try:
         yield tmp
-        os.chmod(tmp, default_mode(is_dir=True))
+        _normalise_modes(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

@@ -7,6 +7,7 @@ code that fetches files.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -44,9 +45,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def check_readable(path: str | Path, what: str) -> Path:
     """A missing file and one this user may not read are different problems; say which."""
     path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"{path}: {what} not found")
-    if path.is_dir():
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise WeightsError(f"{path}: {what} not found") from None
+    except PermissionError:  # a folder on the way that this user may not enter
+        raise WeightsError(f"{path}: {what} cannot be read (permission denied)") from None
+    if stat.S_ISDIR(st.st_mode):
         raise WeightsError(f"{path}: is a directory, expected a {what}")
     if not os.access(path, os.R_OK):
         raise WeightsError(f"{path}: {what} cannot be read (permission denied)")
