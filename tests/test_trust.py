@@ -1,10 +1,14 @@
-"""No code runs from a checkpoint: `igr export`, `igr restore --weights`, `igr fit --model.init_from` and
+"""Checkpoints from strangers and from crashes.
+
+No code runs from a checkpoint: `igr export`, `igr restore --weights`, `igr fit --model.init_from` and
 `--ckpt_path` load weights-only and refuse a pickle payload with one line naming --trust-pickle; our own
-checkpoints (callback states, loops, hyper-parameters) load that way."""
+checkpoints (callback states, loops, hyper-parameters) load that way. A resume after `kill -9` picks the newest
+complete checkpoint (the real kill is in test_bad_input.py, marked slow)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -20,7 +24,7 @@ from igr.config import CONFIG_DIR
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("trust")
     shards = make_shards(root / "shards")
-    assert main(fit_args(shards, root / "run", steps=2)) == 0
+    assert main(fit_args(shards, root / "run", steps=4, every=2)) == 0
     return {"shards": shards, "ckpt": root / "run" / "checkpoints" / "last.ckpt", "root": root}
 
 
@@ -102,19 +106,46 @@ def test_fit_ckpt_path_refuses_a_payload(run, evil, tmp_path, capsys):
     """Catches Lightning's resume path (`--ckpt_path X.ckpt`) unpickling, or its traceback for the refusal."""
     path, marker = evil
     run_dir = tmp_path / "run"
-    assert main(fit_args(run["shards"], run_dir, 4, 2, f"--ckpt_path={path}")) == 2
+    assert main(fit_args(run["shards"], run_dir, 6, 2, f"--ckpt_path={path}")) == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == refused(path)  # main() returned: no exception escaped
     assert not marker.exists() and _run_files(run_dir) == []
 
 
+@pytest.mark.slow
 def test_fit_ckpt_path_trusted_resumes(run, evil, tmp_path, capsys):
     """Catches --trust-pickle not reaching Lightning's loader (it would refuse) — with it, the resume runs."""
     path, marker = evil
     run_dir = tmp_path / "run"
-    assert main(fit_args(run["shards"], run_dir, 4, 2, f"--ckpt_path={path}", "--trust-pickle")) == 0
+    assert main(fit_args(run["shards"], run_dir, 6, 2, f"--ckpt_path={path}", "--trust-pickle")) == 0
     assert marker.exists()
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+
+
+def test_resume_picks_the_newest_complete_checkpoint(run, tmp_path, capsys):
+    """The state `kill -9` between (or during) checkpoint saves leaves: last.ckpt one save behind, a torn file,
+    a temporary of the interrupted save. Catches a resume from the stale last.ckpt (it re-runs steps 3-4 and
+    rewrites step000004), a `-v1` duplicate, resuming from the torn file, and the orphan staying."""
+    shards, out = run["shards"], tmp_path / "run"
+    shutil.copytree(run["ckpt"].parents[1], out)
+    ck = out / "checkpoints"
+    assert sorted(p.name for p in ck.iterdir()) == ["last.ckpt", "step000002.ckpt", "step000004.ckpt"]
+    shutil.copy(ck / "step000002.ckpt", ck / "last.ckpt")  # last.ckpt written before step 4's save
+    (ck / "step000006.ckpt").write_bytes((ck / "step000004.ckpt").read_bytes()[:5000])  # a torn copy
+    (ck / ".last.ckpt.k2j4x9.tmp").write_bytes(b"half a checkpoint")
+    step4 = (ck / "step000004.ckpt").read_bytes()
+    capsys.readouterr()
+
+    assert main([*fit_args(shards, out, 6, 2), "--ckpt_path=last"]) == 0
+    err = capsys.readouterr().err
+    assert f"resuming from {ck / 'step000004.ckpt'} (step 4, the newest complete checkpoint)" in err
+    assert f"warning: not resuming from {ck / 'step000006.ckpt'}: cannot read checkpoint" in err
+    assert f"removed {ck / '.last.ckpt.k2j4x9.tmp'} (an interrupted checkpoint save)" in err
+    assert sorted(p.name for p in ck.iterdir()) == [
+        "last.ckpt", "step000002.ckpt", "step000004.ckpt", "step000006.ckpt"]
+    assert (ck / "step000004.ckpt").read_bytes() == step4  # not re-trained and re-saved
+    assert torch.load(ck / "step000006.ckpt", weights_only=True)["global_step"] == 6  # replaced, complete
+    assert torch.load(ck / "last.ckpt", weights_only=True)["global_step"] == 6
 
 
 def test_deepspeed_folder_needs_trust(tmp_path, capsys):
