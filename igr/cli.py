@@ -66,6 +66,13 @@ def _igr_cause(exc: BaseException | None) -> IGRError | None:
     return None
 
 
+def _os_error_line(exc: OSError) -> str | None:
+    """One line for a file the OS refused (permission, disk full, read-only): ``<path>: <reason>``."""
+    if exc.filename is None:
+        return None
+    return f"{exc.filename}: {exc.strerror or exc.__class__.__name__}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "fit":
@@ -76,9 +83,12 @@ def main(argv: list[str] | None = None) -> int:
             # jsonargparse wraps errors raised while it builds our configs in a page of union-type diagnostics;
             # ours is the one line worth showing.
             cause = _igr_cause(exc)
-            if cause is None:
+            line = str(cause) if cause is not None else None
+            if line is None and isinstance(exc, OSError):
+                line = _os_error_line(exc)
+            if line is None:
                 raise
-            print(f"error: {cause}", file=sys.stderr)
+            print(f"error: {line}", file=sys.stderr)
             return 2
 
     parser = argparse.ArgumentParser(prog="igr", description=__doc__.splitlines()[0])
@@ -98,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except IGRError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a folder that vanished, a full disk, a file this user may not read
+        line = _os_error_line(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

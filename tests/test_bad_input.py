@@ -286,3 +286,18 @@ def test_kill_9_during_a_checkpoint_save(shards, tmp_path):
     assert sorted(p.name for p in ck.iterdir()) == [
         "last.ckpt", "step000002.ckpt", "step000004.ckpt", "step000006.ckpt"]
     assert torch.load(ck / "last.ckpt", weights_only=True)["global_step"] == 6
+
+
+def test_os_refusal_is_one_line(tmp_path, capsys):
+    """Catches an OSError with a file name (here: an output folder under a plain file) escaping as a
+    traceback from a command that has no check of its own for it."""
+    from image_cases import write
+
+    for d in ("pred", "gt"):
+        for seed in (0, 1):
+            write("grey", tmp_path / d, f"{seed}", seed=seed)
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "eval"
+    assert main(["eval-folders", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+                 "--size", "64x48", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {out}: Not a directory"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from PIL import Image
 
 from igr import imageio
 from igr.data.converters.common import MISSING_FILE, UNDECODABLE, Item, Skip, sanitize_key
@@ -56,12 +55,12 @@ def _csv_categories(root: str) -> dict[str, str]:
 def infer_category(mask_path: str) -> str | None:
     """The ATR garment class with most pixels (None if the map holds none, or is not a label map)."""
     try:
-        img = Image.open(mask_path)
-        if img.mode not in ("P", "L"):
-            return None
-        a = np.asarray(img)
-    except OSError:
+        img = imageio.decode(mask_path, "parsing map")  # bomb-limited; a bad file is skipped later, with why
+    except IGRError:
         return None
+    if img.mode not in ("P", "L"):
+        return None
+    a = np.asarray(img)
     if a.max(initial=0) > 17:  # a 0/255 mask, not ATR labels
         return None
     counts = {c: int(np.isin(a, labels).sum()) for c, labels in ATR_LABELS.items()}
@@ -103,7 +102,7 @@ def build_items(root: str, split: str = "test", mask_dir: str | None = None,
 
 def _looks_like_labels(path: str) -> bool:
     try:
-        img = Image.open(path)
-        return img.mode in ("P", "L") and np.asarray(img).max(initial=0) <= 17
-    except OSError:
+        img = imageio.decode(path, "parsing map")
+    except IGRError:
         return False
+    return img.mode in ("P", "L") and np.asarray(img).max(initial=0) <= 17

@@ -13,6 +13,7 @@ try-on garment) is ignored. All garments are ``upper``.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -88,10 +89,12 @@ def build_items(root: str, split: str, mask_source: str = "auto") -> tuple[list[
 def dhash(path: str, size: int = 8) -> int | None:
     """64-bit difference hash of an image (None if unreadable): near-duplicates differ in few bits."""
     try:
-        img = Image.open(path)
-        img.draft("L", (size * 8, size * 8))
-        g = np.asarray(img.convert("L").resize((size + 1, size), Image.Resampling.BOX), np.int16)
-    except OSError:
+        with warnings.catch_warnings():  # a bomb is refused, with a reason, when the sample is converted
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            img.draft("L", (size * 8, size * 8))  # JPEG: decode at 1/8 scale, the hash needs 9x8 pixels
+            g = np.asarray(img.convert("L").resize((size + 1, size), Image.Resampling.BOX), np.int16)
+    except Exception:  # unreadable, truncated, a decompression bomb: no hash, no duplicate
         return None
     bits = (g[:, 1:] > g[:, :-1]).ravel()
     return int(sum(1 << i for i, b in enumerate(bits) if b))
