@@ -107,7 +107,7 @@ def _bad(root, case):
         return [], "--pred: FID/CLIP-FID/KID need at least 2 images, found 1"
     if case == "corrupt image":
         (pred / f"{NAMES[2]}.png").write_bytes(b"not an image")
-        return [], f"{NAMES[2]}.png: cannot read image"
+        return [], f"{NAMES[2]}.png: not an image (cannot identify the --pred file's format)"
     if case == "duplicate names":
         Image.open(pred / f"{NAMES[0]}.png").save(pred / f"{NAMES[0]}.jpg")
         return [], f"two images named '{NAMES[0]}'"
