@@ -216,6 +216,7 @@ class IGRPipeline:
         self.scheduler = scheduler or inference_scheduler(model.diffusion, self.sampling.sampler)
         self.parser = parser
         self._offload_device: torch.device | None = None  # the execution device while offloading
+        self._vae_tiling = False
 
     # --- loading ------------------------------------------------------------------------------------------
     @classmethod
@@ -249,11 +250,8 @@ class IGRPipeline:
         """Write a pipeline folder (safetensors + ``model.yaml`` + a model card) that :meth:`from_pretrained`
         loads and the Hub can host. ``card``: extra facts for the model card (see :mod:`igr.model_card`)."""
         from igr.export import export_pipeline
-        from igr.model_card import write_model_card
 
-        out = export_pipeline(self.model, save_directory, sampling=self.sampling, overwrite=overwrite)
-        write_model_card(out, **(card or {}))
-        return out
+        return export_pipeline(self.model, save_directory, sampling=self.sampling, overwrite=overwrite, card=card)
 
     @classmethod
     def from_config(
@@ -318,20 +316,32 @@ class IGRPipeline:
         return self
 
     def enable_vae_tiling(self, tile_size: int | None = None, overlap: float = 0.25) -> IGRPipeline:
-        """Encode/decode images larger than ``tile_size`` pixels (default: the VAE's sample size, 512 for SD1.5)
-        tile by tile with blended overlaps (diffusers' ``AutoencoderKL`` tiling): memory grows with the tile,
-        not the image. Tiles see only their neighbourhood, so pixels differ slightly from the plain decode."""
+        """Decode outputs larger than ``tile_size`` pixels (default: the VAE's sample size, 512 for SD1.5) tile by
+        tile with blended overlaps (diffusers' ``AutoencoderKL`` tiling): the decoder's memory grows with the tile,
+        not the image. Only the decode is tiled: a tiled encode would change the person latent GarmNet sees.
+        Tiles see only their neighbourhood, so pixels differ slightly from the plain decode."""
         vae = self.model.vae.vae
-        vae.enable_tiling()
+        step = 8 * self.model.vae.factor  # diffusers' blending needs whole latent blocks per tile and overlap
+        if tile_size is not None and (tile_size < step or tile_size % step):
+            raise IGRError(f"VAE tile size {tile_size}: must be a positive multiple of {step} pixels")
         if tile_size is not None:
             vae.tile_sample_min_size = int(tile_size)
             vae.tile_latent_min_size = int(tile_size) // self.model.vae.factor
         vae.tile_overlap_factor = overlap
+        self._vae_tiling = True
         return self
 
     def disable_vae_tiling(self) -> IGRPipeline:
-        self.model.vae.vae.disable_tiling()
+        self._vae_tiling = False
         return self
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        vae = self.model.vae.vae
+        vae.use_tiling = self._vae_tiling
+        try:
+            return ((self.model.vae.decode(z).float() + 1) / 2).clamp(0, 1)
+        finally:
+            vae.use_tiling = False
 
     @property
     def device(self) -> torch.device:
@@ -513,7 +523,7 @@ class IGRPipeline:
         if output_type == "latent":
             return z.float().cpu()
         with self._placed(model.vae):
-            images = ((model.vae.decode(z).float() + 1) / 2).clamp(0, 1)
+            images = self._decode(z)
         return images.cpu()
 
     def _fresh_scheduler(self):
