@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("igr.commands.info", "build a model config on the meta device and print parameter counts"),
     "download-weights": (
         "igr.commands.download",
-        "fetch SD1.5, IP-Adapter and CLIP weights (needs a network)",
+        "fetch SD1.5, IP-Adapter, CLIP and garment-parser weights (needs a network)",
     ),
     "demo": ("igr.demo", "run the whole tiny pipeline end to end and write outputs/demo/report.md"),
     "fit": ("igr.train", "train with LightningCLI (coarse or HQFT fine-tune)"),

@@ -144,8 +144,16 @@ class ClothesParser:
 
         from igr.models.weights import load_diffusers_model
 
+        from transformers.utils import logging as hf_logging
+
         path = Path(path)
-        model = load_diffusers_model(SegformerForSemanticSegmentation, path)
+        was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar is noise in a one-line CLI
+        try:
+            model = load_diffusers_model(SegformerForSemanticSegmentation, path)
+        finally:
+            if was_on:
+                hf_logging.enable_progress_bar()
         if (path / "preprocessor_config.json").is_file():
             processor = SegformerImageProcessor.from_pretrained(str(path), local_files_only=True)
         else:
