@@ -45,7 +45,9 @@ class Restorer:
         self.out_dir = Path(out_dir or tempfile.mkdtemp(prefix="igr-app-"))
         self._lock = threading.Lock()  # one restoration at a time: the model and its caches are shared
 
-    def mask_for(self, photo: Image.Image, editor: dict | None, source: str, mask_file, category: str) -> np.ndarray:
+    def mask_for(
+        self, photo: Image.Image, editor: dict | None, source: str, mask_file, category: str
+    ) -> np.ndarray:
         """uint8 {0,1} mask at the photo's size from the chosen source."""
         if source == "automatic":
             return self.pipe.auto_mask(photo, category, name="photo")
@@ -57,13 +59,17 @@ class Restorer:
                 if s.shape == mask.shape:
                     mask |= (s > 0).astype(np.uint8)
             if not mask.any():
-                raise IGRError("brush mask: empty mask (paint over the garment on the photo, or pick another source)")
+                raise IGRError(
+                    "brush mask: empty mask (paint over the garment on the photo, or pick another source)"
+                )
             return mask
         if source == "upload":
             if mask_file is None:
                 raise IGRError("mask: no mask uploaded (white = garment), or pick another mask source")
-            mask, _ = restore_io.read_mask(mask_file) if isinstance(mask_file, (str, Path)) else restore_io.as_mask(
-                mask_file
+            mask, _ = (
+                restore_io.read_mask(mask_file)
+                if isinstance(mask_file, (str, Path))
+                else restore_io.as_mask(mask_file)
             )
             restore_io.check_not_empty(mask, "uploaded mask")
             return restore_io.fit_mask(mask, (photo.height, photo.width), True, "uploaded mask", "the photo")
@@ -128,9 +134,13 @@ def build_app(pipe, title: str = "IGR garment restoration", out_dir: str | Path 
             return restorer(editor, category, source, mask_file, steps, guidance, seed, progress)
         except IGRError as exc:
             raise gr.Error(str(exc)) from None
-        except Exception as exc:  # a bug, not the user's input: the server log has the trace, the page one line
+        except (
+            Exception
+        ) as exc:  # a bug, not the user's input: the server log has the trace, the page one line
             traceback.print_exc()
-            raise gr.Error(f"restoration failed ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})") from None
+            raise gr.Error(
+                f"restoration failed ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})"
+            ) from None
 
     with gr.Blocks(title=title) as demo:
         gr.Markdown(
@@ -146,13 +156,22 @@ def build_app(pipe, title: str = "IGR garment restoration", out_dir: str | Path 
                 )  # fmt: skip
                 category = gr.Radio(list(CATEGORIES), value="upper", label="Garment", elem_id="category")
                 source = gr.Radio(
-                    list(SOURCES), value="automatic" if has_parser else "brush", label="Mask", elem_id="mask-source"
+                    list(SOURCES),
+                    value="automatic" if has_parser else "brush",
+                    label="Mask",
+                    elem_id="mask-source",
                 )
                 # A file, not an image widget: an unreadable upload reaches restore_io and gets its one-line error.
-                mask_file = gr.File(label="Uploaded mask (white = garment)", type="filepath", elem_id="mask-upload")
+                mask_file = gr.File(
+                    label="Uploaded mask (white = garment)", type="filepath", elem_id="mask-upload"
+                )
                 with gr.Accordion("Sampling", open=False):
-                    steps = gr.Slider(1, 100, value=pipe.sampling.steps, step=1, label="Steps", elem_id="steps")
-                    guidance = gr.Slider(1.0, 5.0, value=pipe.sampling.guidance_scale, step=0.1, label="Guidance")
+                    steps = gr.Slider(
+                        1, 100, value=pipe.sampling.steps, step=1, label="Steps", elem_id="steps"
+                    )
+                    guidance = gr.Slider(
+                        1.0, 5.0, value=pipe.sampling.guidance_scale, step=0.1, label="Guidance"
+                    )
                     seed = gr.Number(value=0, precision=0, label="Seed")
                 button = gr.Button("Restore", variant="primary", elem_id="restore")
             with gr.Column():

@@ -129,7 +129,9 @@ class ClothesParser:
         self.dilation = dilation
         self.min_pixels = min_pixels
         self.id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
-        missing = [n for g in CATEGORY_LABELS.values() for n in sum(g, ()) if not label_ids(self.id2label, (n,))]
+        missing = [
+            n for g in CATEGORY_LABELS.values() for n in sum(g, ()) if not label_ids(self.id2label, (n,))
+        ]
         if missing:
             raise WeightsError(
                 f"parser labels {sorted(set(missing))} are not in the model's id2label "
@@ -137,14 +139,15 @@ class ClothesParser:
             )
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dilation: int = 0, min_pixels: int = MIN_PIXELS) -> ClothesParser:
+    def from_pretrained(
+        cls, path: str | Path, dilation: int = 0, min_pixels: int = MIN_PIXELS
+    ) -> ClothesParser:
         """Load a local ``SegformerForSemanticSegmentation`` folder (no network: ``igr download-weights`` fetches
         it). Without a ``preprocessor_config.json`` the SegFormer defaults (512×512, ImageNet mean/std) apply."""
         from transformers import SegformerForSemanticSegmentation, SegformerImageProcessor
+        from transformers.utils import logging as hf_logging
 
         from igr.models.weights import load_diffusers_model
-
-        from transformers.utils import logging as hf_logging
 
         path = Path(path)
         was_on = hf_logging.is_progress_bar_enabled()
@@ -164,7 +167,9 @@ class ClothesParser:
     def from_config(cls, config: MaskingConfig, path: str | Path | None = None) -> ClothesParser:
         where = path or config.parser_path
         if not where:
-            raise IGRError("no garment parser configured (set parser_path in configs/masking.yaml or pass --parser)")
+            raise IGRError(
+                "no garment parser configured (set parser_path in configs/masking.yaml or pass --parser)"
+            )
         if not Path(where).is_dir():
             raise IGRError(
                 f"{where}: garment parser not found (fetch it with `igr download-weights --what parser`)"
@@ -187,7 +192,9 @@ class ClothesParser:
         )
         return logits.argmax(1)[0].cpu().numpy()
 
-    def mask(self, photo: Image.Image, category: str, name: str = "photo", dilation: int | None = None) -> np.ndarray:
+    def mask(
+        self, photo: Image.Image, category: str, name: str = "photo", dilation: int | None = None
+    ) -> np.ndarray:
         """uint8 {0,1} garment mask of ``photo`` at its size; one-line :class:`IGRError` if none is found."""
         raw = garment_mask(self.labels(photo), category, self.id2label, self.min_pixels, name)
         return clean_mask(raw, self.dilation if dilation is None else dilation)

@@ -45,10 +45,19 @@ def model_card(model, sampling: SamplingConfig | None = None, trained_on: str | 
     sd = cfg.name != "tiny"
     licence = "creativeml-openrail-m" if sd else "apache-2.0"
     header = "\n".join(
-        ["---", f"license: {licence}", "library_name: igr", "pipeline_tag: image-to-image",
-         "tags: [virtual-try-off, garment-restoration, diffusion, stable-diffusion]", "---", ""]  # fmt: skip
+        [
+            "---",
+            f"license: {licence}",
+            "library_name: igr",
+            "pipeline_tag: image-to-image",
+            "tags: [virtual-try-off, garment-restoration, diffusion, stable-diffusion]",
+            "---",
+            "",
+        ]  # fmt: skip
     )
-    garmnet = "with GarmNet (high-level garment features)" if cfg.use_garmnet else "without GarmNet (ablation)"
+    garmnet = (
+        "with GarmNet (high-level garment features)" if cfg.use_garmnet else "without GarmNet (ablation)"
+    )
     lines = [
         f"# IGR garment restoration — `{cfg.name}`",
         "",

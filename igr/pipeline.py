@@ -139,7 +139,9 @@ def resolve_pretrained(
         kwargs["local_files_only"] = local_files_only
     try:
         return Path(snapshot_download(str(name), **kwargs))
-    except Exception as exc:  # offline and not cached, unknown repo, auth: one line, not a page of HTTP detail
+    except (
+        Exception
+    ) as exc:  # offline and not cached, unknown repo, auth: one line, not a page of HTTP detail
         detail = " ".join(str(exc).split())[:200]
         raise IGRError(
             f"{name}: not a local folder, and the Hugging Face Hub download failed ({exc.__class__.__name__}: "
@@ -157,7 +159,11 @@ def read_pipeline_config(folder: Path) -> tuple:
     try:
         doc = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
         model_cfg = model_config_from_dict(doc["model"], where=str(cfg_path))
-        return model_cfg, DiffusionConfig(**doc.get("diffusion", {})), SamplingConfig(**doc.get("sampling", {}))
+        return (
+            model_cfg,
+            DiffusionConfig(**doc.get("diffusion", {})),
+            SamplingConfig(**doc.get("sampling", {})),
+        )
     except IGRError:
         raise
     except Exception as exc:
@@ -188,7 +194,9 @@ def load_pipeline_folder(
         check_shapes(state, {k: v.shape for k, v in expected.items()}, path)
         unexpected = [k for k in state if k not in expected]
         if unexpected:
-            raise WeightsError(f"{path}: {len(unexpected)} unexpected key(s), e.g. {', '.join(unexpected[:3])}")
+            raise WeightsError(
+                f"{path}: {len(unexpected)} unexpected key(s), e.g. {', '.join(unexpected[:3])}"
+            )
         if dtype is not None:
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         module.load_state_dict(state, strict=True, assign=True)
@@ -236,7 +244,9 @@ class IGRPipeline:
         (``org/name``; ``revision``, ``cache_dir``, ``local_files_only`` and ``token`` go to
         ``huggingface_hub.snapshot_download``). ``torch_dtype`` (``dtype`` is an alias) casts while loading;
         ``device`` moves the result; ``parser`` loads a clothes parser for automatic masks."""
-        folder = resolve_pretrained(pretrained_model_name_or_path, revision, cache_dir, local_files_only, token)
+        folder = resolve_pretrained(
+            pretrained_model_name_or_path, revision, cache_dir, local_files_only, token
+        )
         want = torch_dtype if torch_dtype is not None else dtype
         dev = None if device is None else resolve_device(device)
         dt = None if want is None else resolve_dtype(want, dev or torch.device("cpu"))
@@ -246,12 +256,16 @@ class IGRPipeline:
             pipe.load_parser(parser)
         return pipe.to(dev, dt)
 
-    def save_pretrained(self, save_directory: str | Path, overwrite: bool = False, card: dict | None = None) -> Path:
+    def save_pretrained(
+        self, save_directory: str | Path, overwrite: bool = False, card: dict | None = None
+    ) -> Path:
         """Write a pipeline folder (safetensors + ``model.yaml`` + a model card) that :meth:`from_pretrained`
         loads and the Hub can host. ``card``: extra facts for the model card (see :mod:`igr.model_card`)."""
         from igr.export import export_pipeline
 
-        return export_pipeline(self.model, save_directory, sampling=self.sampling, overwrite=overwrite, card=card)
+        return export_pipeline(
+            self.model, save_directory, sampling=self.sampling, overwrite=overwrite, card=card
+        )
 
     @classmethod
     def from_config(
@@ -278,7 +292,9 @@ class IGRPipeline:
         from igr.masking import ClothesParser
 
         if not Path(path).is_dir():
-            raise IGRError(f"{path}: garment parser not found (fetch it with `igr download-weights --what parser`)")
+            raise IGRError(
+                f"{path}: garment parser not found (fetch it with `igr download-weights --what parser`)"
+            )
         self.parser = ClothesParser.from_pretrained(path, dilation=dilation).to(self.device)
         return self
 
@@ -395,7 +411,9 @@ class IGRPipeline:
         )
         return restore_io.model_inputs(person_img, mask_arr, self.resolution, f"{name} mask")
 
-    def auto_mask(self, person, category: str, name: str = "image", dilation: int | None = None) -> np.ndarray:
+    def auto_mask(
+        self, person, category: str, name: str = "image", dilation: int | None = None
+    ) -> np.ndarray:
         """The garment mask of ``person`` (uint8 {0,1}, the photo's size) from the clothes parser."""
         if self.parser is None:
             raise IGRError(
@@ -439,7 +457,9 @@ class IGRPipeline:
             raise IGRError(f"output_type '{output_type}': expected pil, np, pt or latent")
         bad = [k for k in callback_on_step_end_tensor_inputs if k not in CALLBACK_TENSORS]
         if bad:
-            raise IGRError(f"callback_on_step_end_tensor_inputs {bad}: only {list(CALLBACK_TENSORS)} are passed")
+            raise IGRError(
+                f"callback_on_step_end_tensor_inputs {bad}: only {list(CALLBACK_TENSORS)} are passed"
+            )
         people, _ = _as_list(person)
         categories = [category] * len(people) if isinstance(category, str) else list(category)
         if len(categories) != len(people):
@@ -516,8 +536,15 @@ class IGRPipeline:
             with self._placed(model.garmnet, model.prompts):
                 cond = model.sampling_conditions(inputs, scale)
             denoise = model.denoise_fn(cond, scale)
-            z = self._denoise_loop(denoise, latents.to(device, dtype), scheduler, steps, generator,
-                                   _progress(progress), callback_on_step_end)
+            z = self._denoise_loop(
+                denoise,
+                latents.to(device, dtype),
+                scheduler,
+                steps,
+                generator,
+                _progress(progress),
+                callback_on_step_end,
+            )
         finally:
             model.denoiser.bank.set(None)  # release GarmNet's features, also if sampling failed
         if output_type == "latent":
@@ -530,7 +557,10 @@ class IGRPipeline:
         """A copy of ``self.scheduler`` per call (multistep solvers keep state; concurrent app requests must not
         share it), checked against the parameterisation the model was trained for."""
         cfg, ours = self.scheduler.config, self.model.diffusion
-        for key, want in (("prediction_type", ours.prediction_type), ("num_train_timesteps", ours.train_timesteps)):
+        for key, want in (
+            ("prediction_type", ours.prediction_type),
+            ("num_train_timesteps", ours.train_timesteps),
+        ):
             have = cfg.get(key, want)
             if have != want:
                 raise IGRError(

@@ -22,7 +22,10 @@ from PIL import Image
 pytest.importorskip("gradio", reason="the app needs the [app] extra (pip install -e '.[app]')")
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROMIUM, CHROMEDRIVER = (
+    shutil.which("chromium") or "/usr/bin/chromium",
+    shutil.which("chromedriver") or "/usr/bin/chromedriver",
+)
 UPPER = 4
 
 
@@ -52,16 +55,33 @@ def app(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("app")
     torch.manual_seed(0)
-    model = export_pipeline(build_model(load_model_config(CONFIG_DIR / "model" / "tiny.yaml")).eval(), tmp / "pipe")
+    model = export_pipeline(
+        build_model(load_model_config(CONFIG_DIR / "model" / "tiny.yaml")).eval(), tmp / "pipe"
+    )
     parser = make_parser(tmp / "parser", label=UPPER)
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "GRADIO_TEMP_DIR": str(tmp / "gradio")}  # fmt: skip
     log = open(tmp / "serve.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "igr.cli", "serve", "--model", str(model), "--parser", str(parser),
-         "--port", str(port), "--device", "cpu"],  # fmt: skip
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp,
+        [
+            sys.executable,
+            "-m",
+            "igr.cli",
+            "serve",
+            "--model",
+            str(model),
+            "--parser",
+            str(parser),
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+        ],  # fmt: skip
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp,
     )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 120
@@ -173,9 +193,15 @@ def test_in_a_real_browser_upload_a_photo_and_mask_and_restore(app, tmp_path):
         wait.until(lambda d: "mask.png" in d.find_element(By.CSS_SELECTOR, "#mask-upload").text)
         driver.find_element(By.CSS_SELECTOR, "#restore").click()
         img = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#garment img"))[0]
-        wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img))
-        assert driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", img) == [48, 64]
-        assert driver.find_elements(By.CSS_SELECTOR, "#overlay img") and driver.find_elements(By.CSS_SELECTOR, "#crop img")
+        wait.until(
+            lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img)
+        )
+        assert driver.execute_script(
+            "return [arguments[0].naturalWidth, arguments[0].naturalHeight]", img
+        ) == [48, 64]
+        assert driver.find_elements(By.CSS_SELECTOR, "#overlay img") and driver.find_elements(
+            By.CSS_SELECTOR, "#crop img"
+        )
     finally:
         driver.save_screenshot(str(tmp_path / "app.png"))
         driver.quit()
@@ -190,7 +216,9 @@ def test_brush_strokes_become_the_mask():
     layer = np.zeros((80, 60, 4), np.uint8)
     layer[10:30, 5:25, 0] = 255
     layer[10:30, 5:25, 3] = 255
-    mask = Restorer(pipe=None).mask_for(photo, {"layers": [Image.fromarray(layer, "RGBA")]}, "brush", None, "upper")
+    mask = Restorer(pipe=None).mask_for(
+        photo, {"layers": [Image.fromarray(layer, "RGBA")]}, "brush", None, "upper"
+    )
     expect = np.zeros((80, 60), np.uint8)
     expect[10:30, 5:25] = 1
     np.testing.assert_array_equal(mask, expect)

@@ -69,7 +69,9 @@ def test_hub_id_loads_offline_from_the_cache_without_lightning(tiny_model, tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     lines = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
     assert lines["LIGHTNING"] == "[]"
-    assert "igr-test/not-cached: not a local folder, and the Hugging Face Hub download failed" in lines["ERROR"]
+    assert (
+        "igr-test/not-cached: not a local folder, and the Hugging Face Hub download failed" in lines["ERROR"]
+    )
 
     z = torch.randn(1, 4, 16, 12, generator=torch.Generator().manual_seed(0))
     import numpy as np
@@ -77,5 +79,7 @@ def test_hub_id_loads_offline_from_the_cache_without_lightning(tiny_model, tmp_p
     person = (np.random.default_rng(0).random((80, 60, 3)) * 255).astype(np.uint8)
     mask = np.zeros((80, 60), np.uint8)
     mask[20:60, 10:50] = 1
-    expect = IGRPipeline(tiny_model)(person, mask, "upper", num_inference_steps=2, latents=z, output_type="pt").images
+    expect = IGRPipeline(tiny_model)(
+        person, mask, "upper", num_inference_steps=2, latents=z, output_type="pt"
+    ).images
     torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expect, atol=0, rtol=0)

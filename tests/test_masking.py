@@ -20,9 +20,14 @@ UPPER, SKIRT, PANTS, DRESS, FACE, BAG = 4, 5, 6, 7, 11, 16
 def test_the_label_set_is_segformer_b2_clothes():
     """Catches: a shifted or renamed label table (the public model's id2label, in id order)."""
     assert len(CLOTHES_LABELS) == 18
-    assert {0: "Background", 4: "Upper-clothes", 5: "Skirt", 6: "Pants", 7: "Dress", 17: "Scarf"}.items() <= dict(
-        enumerate(CLOTHES_LABELS)
-    ).items()
+    assert {
+        0: "Background",
+        4: "Upper-clothes",
+        5: "Skirt",
+        6: "Pants",
+        7: "Dress",
+        17: "Scarf",
+    }.items() <= dict(enumerate(CLOTHES_LABELS)).items()
 
 
 def _map() -> np.ndarray:
@@ -93,8 +98,18 @@ def test_parser_predicts_at_the_photo_size(tmp_path):
 def test_parser_without_the_clothes_labels_is_refused(tmp_path):
     from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-    cfg = SegformerConfig(num_encoder_blocks=1, depths=[1], sr_ratios=[1], hidden_sizes=[8], patch_sizes=[7],
-                          strides=[4], num_attention_heads=[1], mlp_ratios=[2], decoder_hidden_size=8, num_labels=3)
+    cfg = SegformerConfig(
+        num_encoder_blocks=1,
+        depths=[1],
+        sr_ratios=[1],
+        hidden_sizes=[8],
+        patch_sizes=[7],
+        strides=[4],
+        num_attention_heads=[1],
+        mlp_ratios=[2],
+        decoder_hidden_size=8,
+        num_labels=3,
+    )
     SegformerForSemanticSegmentation(cfg).save_pretrained(tmp_path / "ade")
     with pytest.raises(IGRError, match="not in the model's id2label"):
         ClothesParser.from_pretrained(tmp_path / "ade")

@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parser", help="SegFormer clothes-parser folder (default: configs/masking.yaml's)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--share", action="store_true", help="open a public gradio.live link (off by default)")
+    parser.add_argument(
+        "--share", action="store_true", help="open a public gradio.live link (off by default)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--dtype", default="auto", help="auto (float16 on CUDA), float32, float16, bfloat16")
 
@@ -43,17 +45,24 @@ def run(args: argparse.Namespace) -> int:
     if not model.exists() and args.model == "outputs/demo/pipeline":
         raise IGRError("outputs/demo/pipeline: not found; run `make demo` first, or pass --model DIR|HUB_ID")
     device = resolve_device(args.device)
-    pipe = IGRPipeline.from_pretrained(args.model, torch_dtype=resolve_dtype(args.dtype, device), device=device)
+    pipe = IGRPipeline.from_pretrained(
+        args.model, torch_dtype=resolve_dtype(args.dtype, device), device=device
+    )
     parser_path = args.parser or load_masking_config().parser_path
     if parser_path and Path(parser_path).is_dir():
         pipe.load_parser(parser_path, dilation=load_masking_config().dilation)
     elif args.parser:
-        raise IGRError(f"{args.parser}: garment parser not found (fetch it with `igr download-weights --what parser`)")
+        raise IGRError(
+            f"{args.parser}: garment parser not found (fetch it with `igr download-weights --what parser`)"
+        )
     else:
         print(f"note: no garment parser at {parser_path}: automatic masks are off "
               "(igr download-weights --what parser)", file=sys.stderr)  # fmt: skip
     if args.host not in LOOPBACK:
-        print(f"warning: serving on {args.host}: anyone who can reach this machine can use the app", file=sys.stderr)
+        print(
+            f"warning: serving on {args.host}: anyone who can reach this machine can use the app",
+            file=sys.stderr,
+        )
     print(f"IGR app for {args.model} on http://{args.host}:{args.port}", flush=True)
     serve(pipe, host=args.host, port=args.port, share=args.share)
     return 0
