@@ -143,7 +143,7 @@ def _run_single(args: argparse.Namespace, size: tuple[int, int] | None) -> int:
         raise IGRError(f"--category: required ({', '.join(CATEGORIES)})")
     category = restore_io.check_category(args.category, "--category")
     if sum(map(bool, (args.mask, args.mask_from_parse, args.auto_mask))) != 1:
-        raise IGRError("give --mask MASK, --mask-from-parse PARSE --labels L or --auto-mask (one of them)")
+        raise IGRError("give --mask MASK or --mask-from-parse PARSE --labels L, or --auto-mask (one of them)")
     if args.mask_from_parse and not args.labels:
         raise IGRError("--mask-from-parse: needs --labels (label ids like 5,6,7, or viton-hd / dresscode)")
     if args.labels and not args.mask_from_parse:
