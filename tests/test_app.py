@@ -184,7 +184,7 @@ def test_in_a_real_browser_upload_a_photo_and_mask_and_restore(app, tmp_path):
     driver = _browser()
     try:
         driver.get(url)
-        wait = WebDriverWait(driver, 60)
+        wait = WebDriverWait(driver, 120)  # a loaded 2-core CI machine renders slowly
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#photo input[type=file]"))
         assert not driver.find_elements(By.CSS_SELECTOR, "#garment img")  # no output before Restore
         driver.find_element(By.CSS_SELECTOR, "#photo input[type=file]").send_keys(str(files["person"]))
