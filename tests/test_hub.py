@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +52,7 @@ def _hub_cache(root: Path, folder: Path) -> Path:
     return root
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch + diffusers: ~20 s on 2 cores
 def test_hub_id_loads_offline_from_the_cache_without_lightning(tiny_model, tmp_path):
     """Catches: Hub ids treated as local paths (folder not found), a network call despite HF_HUB_OFFLINE, the
     cache's snapshot not being the weights loaded, an uncached id giving a traceback, and any import of Lightning

@@ -403,3 +403,22 @@ def test_save_pretrained_round_trips_and_writes_a_model_card(pipe, tmp_path):
 def test_missing_mask_without_parser_is_a_clear_error(pipe):
     with pytest.raises(IGRError, match="no mask given and no garment parser loaded"):
         pipe(_person(), category="upper")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_offload_lowers_peak_memory_and_keeps_the_image(tiny_model):
+    """On a GPU: with CPU offload the once-run parts are on the CPU while the denoiser runs, peak memory is lower,
+    and the image is the plain path's."""
+    pipe = IGRPipeline(tiny_model).to("cuda")
+    z = torch.randn(pipe.model.latent_shape(1), generator=_seed(0))
+    torch.cuda.reset_peak_memory_stats()
+    plain = pipe(**_args(), latents=z, output_type="pt").images
+    plain_peak = torch.cuda.max_memory_allocated()
+    pipe.enable_model_cpu_offload("cuda")
+    torch.cuda.reset_peak_memory_stats()
+    where = []
+    out = pipe(**_args(), latents=z, output_type="pt",
+               callback_on_step_end=lambda p, i, t, kw: where.append(next(p.model.garmnet.parameters()).device.type))
+    assert set(where) == {"cpu"} and torch.cuda.max_memory_allocated() < plain_peak
+    torch.testing.assert_close(out, plain, atol=1e-5, rtol=0)
