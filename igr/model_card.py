@@ -42,7 +42,7 @@ def model_card(model, sampling: SamplingConfig | None = None, trained_on: str | 
                  image_encoder=model.image_encoder, text_encoder=None)  # fmt: skip
     counts = parameter_counts(parts)
     h, w = cfg.resolution
-    sd = cfg.name != "tiny"
+    sd = int(model.denoiser.unet.config.block_out_channels[0]) >= 320  # SD1.5 widths, not the tiny world
     licence = "creativeml-openrail-m" if sd else "apache-2.0"
     header = "\n".join(
         [
@@ -80,6 +80,13 @@ def model_card(model, sampling: SamplingConfig | None = None, trained_on: str | 
         "## How it is trained",
         "",
         trained_on
+        or (
+            "The tiny world of `make demo`: trained from random initialisation on synthetic garments "
+            "(`igr make-shards synthetic`), a coarse stage then HQFT, on CPU in minutes. A demonstration of the "
+            "method, not a restorer for real photos."
+            if not sd
+            else None
+        )
         or "The paper's recipe (`configs/experiment/coarse.yaml`, then `finetune.yaml`): a coarse stage on "
         "person/garment pairs, then high-quality fine-tuning (HQFT) on a curated subset without occluded, "
         "truncated or side-view samples; AdamW lr 1e-5, global batch 32, conditions dropped together with "
