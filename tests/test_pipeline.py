@@ -422,3 +422,12 @@ def test_cuda_offload_lowers_peak_memory_and_keeps_the_image(tiny_model):
                callback_on_step_end=lambda p, i, t, kw: where.append(next(p.model.garmnet.parameters()).device.type))
     assert set(where) == {"cpu"} and torch.cuda.max_memory_allocated() < plain_peak
     torch.testing.assert_close(out, plain, atol=1e-5, rtol=0)
+
+
+def test_igr_version(capsys):
+    import igr
+    from igr.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"igr {igr.__version__}"
