@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-all lint format info info-sd15 demo demo-long train-coarse finetune eval \
-        eval-guidance ablate download-weights clean
+        eval-guidance ablate download-weights app browser clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -46,6 +46,16 @@ download-weights: $(STAMP) ## fetch SD1.5, IP-Adapter, ViT-H-14 and metric weigh
 
 demo: $(STAMP) ## synthetic data → tiny VAE → coarse → HQFT fine-tune → eval → outputs/demo/report.md (≤15 min)
 	$(BIN)/igr demo --profile default
+
+APP_MODEL ?= outputs/demo/pipeline
+APP_PORT ?= 7860
+app: $(STAMP) ## the restoration web app on http://127.0.0.1:$(APP_PORT) for APP_MODEL=$(APP_MODEL) (after make demo)
+	$(BIN)/igr serve --model $(APP_MODEL) --port $(APP_PORT)
+
+browser: ## headless Chromium + chromedriver from Debian for the app's browser test (skipped when present)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then echo "chromium: $$(command -v chromium)"; \
+	elif command -v apt-get >/dev/null; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "no apt-get: install chromium and chromedriver yourself for tests/test_app.py"; fi
 
 demo-long: $(STAMP) ## the demo with a longer schedule (≤60 min on 2 cores) → outputs/demo-long/
 	$(BIN)/igr demo --profile long --out outputs/demo-long --shards shards/demo-long

@@ -50,6 +50,7 @@ DEFAULT_VARIANTS = (
     "igr",
     "plain",
     "garmnet-every-step",
+    "uncond-uncached",
     "cfg-sequential",
     "literal-concat",
     "unfused-attention",
@@ -259,6 +260,17 @@ def literal_attention(model) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def uncached_unconditional(model) -> Iterator[None]:
+    """GarmNet on the constant unconditional input at every call (the cache of ``IGRModel.unconditional`` off)."""
+    model.cache_unconditional = False
+    model.clear_unconditional_cache()
+    try:
+        yield
+    finally:
+        model.cache_unconditional = True
+
+
+@contextlib.contextmanager
 def unfused_attention() -> Iterator[None]:
     """Every ``scaled_dot_product_attention`` call takes the unfused math path (softmax(QKᵀ)V materialised) —
     what attention costs without fused SDPA kernels."""
@@ -322,7 +334,7 @@ def vae_option(model, slicing: bool = False, tiling: bool = False) -> Iterator[N
 
 @contextlib.contextmanager
 def stage_timer(model, device: torch.device, stages: dict[str, float]) -> Iterator[None]:
-    """Time the stages of :meth:`IGRModel.restore` — frozen encoders, GarmNet (``conditions``), VAE decode —
+    """Time the stages of :meth:`IGRModel.restore` — frozen encoders, GarmNet (``sampling_conditions``), VAE decode —
     by wrapping them on the instance; the denoising loop is the rest."""
 
     def timed(key: str, fn: Callable) -> Callable:
@@ -337,12 +349,12 @@ def stage_timer(model, device: torch.device, stages: dict[str, float]) -> Iterat
         return wrapper
 
     model.encode_inputs = timed("encode", model.encode_inputs)
-    model.conditions = timed("garmnet", model.conditions)
+    model.sampling_conditions = timed("garmnet", model.sampling_conditions)
     model.vae.decode = timed("decode", model.vae.decode)
     try:
         yield
     finally:
-        for obj, name in ((model, "encode_inputs"), (model, "conditions"), (model.vae, "decode")):
+        for obj, name in ((model, "encode_inputs"), (model, "sampling_conditions"), (model.vae, "decode")):
             obj.__dict__.pop(name, None)
 
 
@@ -592,6 +604,17 @@ def run_benchmark(opts: BenchOptions, log: Callable[[str], None] = _log) -> dict
                 lambda: reference(garmnet_every_step=True),
                 b,
                 "reference",
+            )
+        )
+    if "uncond-uncached" in wanted:
+        add(
+            Variant(
+                "uncond-uncached",
+                "unconditional GarmNet features recomputed per call",
+                restore,
+                b,
+                "reference",
+                context=lambda: uncached_unconditional(model),
             )
         )
     if "cfg-sequential" in wanted:
@@ -891,6 +914,7 @@ def _report(
             ratios["igr_over_plain_denoise_loop"] = s_igr["denoise_loop"] / s_plain["denoise_loop"]
     for name, key in (
         ("garmnet-every-step", "garmnet_once_speedup"),
+        ("uncond-uncached", "uncond_cache_speedup"),
         ("cfg-sequential", "batched_cfg_speedup"),
         ("literal-concat", "q_only_attention_speedup"),
         ("unfused-attention", "sdpa_speedup"),
@@ -1004,6 +1028,7 @@ def format_report(r: dict[str, Any]) -> str:
         "igr_over_plain": "IGR / plain SD (end to end)",
         "igr_over_plain_denoise_loop": "IGR / plain SD (denoising loop only)",
         "garmnet_once_speedup": "GarmNet once vs every step",
+        "uncond_cache_speedup": "uncond GarmNet features cached vs recomputed",
         "batched_cfg_speedup": "batched vs sequential CFG",
         "q_only_attention_speedup": "Q-only vs literal concat attention",
         "sdpa_speedup": "fused SDPA vs unfused attention",

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+from igr import __version__
 from igr.errors import IGRError
 
 # name -> (module, one-line help)
@@ -18,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("igr.commands.info", "build a model config on the meta device and print parameter counts"),
     "download-weights": (
         "igr.commands.download",
-        "fetch SD1.5, IP-Adapter and CLIP weights (needs a network)",
+        "fetch SD1.5, IP-Adapter, CLIP and garment-parser weights (needs a network)",
     ),
     "demo": ("igr.demo", "run the whole tiny pipeline end to end and write outputs/demo/report.md"),
     "fit": ("igr.train", "train with LightningCLI (coarse or HQFT fine-tune)"),
@@ -37,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "eval": ("igr.commands.eval", "restore test shards with pipeline folders and score them (Tables 1-3)"),
     "restore": ("igr.commands.restore", "restore garments from person photos (single image or a folder)"),
+    "serve": ("igr.commands.serve", "the restoration web app (Gradio) on 127.0.0.1"),
     "eval-folders": (
         "igr.metrics.commands.eval_folders",
         "score predicted images against ground truth folders",
@@ -92,10 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
     parser = argparse.ArgumentParser(prog="igr", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"igr {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    if not argv or argv[0] in ("-h", "--help", "--version") or argv[0] not in COMMANDS:
         parser.parse_args(argv or ["--help"])
         return 2
 

@@ -71,9 +71,13 @@ def export_pipeline(
     out: str | Path,
     sampling: SamplingConfig | None = None,
     overwrite: bool = False,
+    card: dict | None = None,
 ) -> Path:
     out = Path(out)
     with atomic_directory(out, overwrite) as tmp:
+        from igr.model_card import write_model_card  # README.md: what the model is, its licences
+
+        write_model_card(tmp, model, sampling, **(card or {}))
         doc = {
             "model": _to_yaml_data(architecture_config(model)),
             "diffusion": _to_yaml_data(model.diffusion),

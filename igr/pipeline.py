@@ -1,33 +1,59 @@
-"""``IGRPipeline``: garment restoration from your own photos, diffusers-style.
+"""``IGRPipeline``: garment restoration from your own photos, the way diffusers pipelines work.
 
-    pipe = IGRPipeline.from_pretrained("outputs/demo/pipeline").to("cuda", torch.float16)
-    garment = pipe(person, mask, "upper", generator=torch.Generator().manual_seed(0))   # a PIL image
+    pipe = IGRPipeline.from_pretrained("outputs/demo/pipeline", torch_dtype=torch.float16).to("cuda")
+    out = pipe(person, mask, "upper", generator=torch.Generator().manual_seed(0))
+    out.images[0].save("garment.png")
+
+    pipe = IGRPipeline.from_pretrained("org/igr-viton-hd")            # a Hub id: huggingface_hub.snapshot_download
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)     # any fitting scheduler
+    pipe.load_parser("weights/segformer_b2_clothes")
+    out = pipe(person, category="lower", num_inference_steps=15)      # no mask: a clothes parser makes one
+    out.masks[0]                                                      # ... and returns it
 
 ``person`` and ``mask`` are PIL images, numpy arrays or tensors (one, or lists); any size — the person is
 resized and padded to the model resolution keeping its aspect ratio (see :mod:`igr.restore_io` for the mask
-rules). The output is the garment at the model resolution. GarmNet runs once per image, before the sampling
-loop, and both classifier-free-guidance branches run as one batched UNet call.
+rules). Outputs are at the model resolution. GarmNet runs once per image, before the sampling loop; the
+unconditional CFG branch's GarmNet features are computed once per model; both CFG branches run as one batched
+UNet call.
+
+Loading builds every part on the meta device and then assigns the weights read from the folder, so no parameter
+is randomly initialised and nothing is held twice. Nothing here imports Lightning.
 
 Randomness: the initial noise is drawn with ``generator`` — one generator for the whole batch (as diffusers
 does), or a list with one per image, which makes each image's result independent of what else is in the batch.
 Generators may live on the CPU whatever the device (the noise is drawn there and moved), so a seed gives the
 same starting noise on CPU, CUDA and MPS.
+
+Low memory: :meth:`IGRPipeline.enable_model_cpu_offload` keeps the parts that run once per image (VAE, CLIP image
+encoder, GarmNet) on the CPU and moves each to the GPU only for its one use; :meth:`enable_vae_tiling` decodes
+large outputs tile by tile.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import inspect
+import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from omegaconf import OmegaConf
 from PIL import Image
 
 from igr import restore_io
-from igr.config import SamplingConfig, load_model_config
-from igr.errors import IGRError
-from igr.export import load_pipeline
+from igr.config import DiffusionConfig, SamplingConfig, load_model_config, model_config_from_dict
+from igr.errors import IGRError, WeightsError
 from igr.models import IGRModel, build_model
+from igr.models.image_encoder import garment_crop
+from igr.models.weights import check_shapes, read_state_dict
+from igr.sampling import inference_scheduler
 
 DTYPES = {
     "float32": torch.float32,
@@ -38,6 +64,10 @@ DTYPES = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
+PARTS = ("garmnet", "denoiser", "vae", "image_encoder", "prompts")  # the files of a pipeline folder
+HUB_FILES = ["model.yaml", "*.safetensors", "README.md", "LICENSE*"]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+CALLBACK_TENSORS = ("latents",)
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
@@ -76,24 +106,166 @@ def resolve_dtype(
     return dtype
 
 
-class IGRPipeline:
-    """A loaded IGR model plus its sampling defaults; call it on person/mask pairs."""
+@dataclass
+class IGRPipelineOutput(BaseOutput):
+    """``images``: the restored garments — a list of PIL images (``output_type="pil"``), a (B,H,W,3) float array in
+    [0,1] (``"np"``), a (B,3,H,W) float tensor in [0,1] (``"pt"``) or the (B,C,h,w) latents (``"latent"``).
+    ``masks``: with automatic masking, the mask made for each photo at the photo's size — PIL "L" images (pil),
+    uint8 {0,1} arrays (np) or (1,H,W) float tensors (pt); ``None`` when the masks were given."""
 
-    def __init__(self, model: IGRModel, sampling: SamplingConfig | None = None) -> None:
+    images: list[Image.Image] | np.ndarray | torch.Tensor
+    masks: list | None = None
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_pretrained(
+    name: str | Path,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool | None = None,
+    token: str | bool | None = None,
+) -> Path:
+    """A local pipeline folder as is; otherwise an ``org/name`` Hub id, fetched (or found in the HF cache, e.g.
+    with ``HF_HUB_OFFLINE=1``) by ``huggingface_hub.snapshot_download``."""
+    path = Path(name)
+    if path.exists() or not _HUB_ID.match(str(name)):
+        return path
+    from huggingface_hub import snapshot_download
+
+    kwargs = dict(revision=revision, cache_dir=cache_dir, token=token, allow_patterns=HUB_FILES)
+    if local_files_only is not None:
+        kwargs["local_files_only"] = local_files_only
+    try:
+        return Path(snapshot_download(str(name), **kwargs))
+    except (
+        Exception
+    ) as exc:  # offline and not cached, unknown repo, auth: one line, not a page of HTTP detail
+        detail = " ".join(str(exc).split())[:200]
+        raise IGRError(
+            f"{name}: not a local folder, and the Hugging Face Hub download failed ({exc.__class__.__name__}: "
+            f"{detail})"
+        ) from exc
+
+
+def read_pipeline_config(folder: Path) -> tuple:
+    """(ModelConfig, DiffusionConfig, SamplingConfig) from a pipeline folder's ``model.yaml``."""
+    if not folder.is_dir():
+        raise IGRError(f"{folder}: model folder not found")
+    cfg_path = folder / "model.yaml"
+    if not cfg_path.is_file():
+        raise IGRError(f"{folder}: not a pipeline folder (no model.yaml; create one with `igr export`)")
+    try:
+        doc = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
+        model_cfg = model_config_from_dict(doc["model"], where=str(cfg_path))
+        return (
+            model_cfg,
+            DiffusionConfig(**doc.get("diffusion", {})),
+            SamplingConfig(**doc.get("sampling", {})),
+        )
+    except IGRError:
+        raise
+    except Exception as exc:
+        raise IGRError(f"{cfg_path}: malformed pipeline config ({exc.__class__.__name__}: {exc})") from exc
+
+
+def load_pipeline_folder(
+    folder: str | Path, dtype: torch.dtype | None = None
+) -> tuple[IGRModel, SamplingConfig]:
+    """Build the model on the meta device from the folder's config, then assign the weights of each file,
+    checked key by key and shape by shape (cast to ``dtype`` while loading, when given)."""
+    from accelerate import init_empty_weights
+
+    folder = Path(folder)
+    model_cfg, diffusion, sampling = read_pipeline_config(folder)
+    # Parameters on meta (no memory, no init cost); buffers stay real: some are computed, not stored.
+    with init_empty_weights(include_buffers=False):
+        model = build_model(model_cfg, diffusion, encode_prompts=False)
+    for name in PARTS:
+        module = getattr(model, name)
+        if module is None:
+            continue
+        path = folder / f"{name}.safetensors"
+        if not path.is_file():
+            raise WeightsError(f"{path}: missing (the pipeline folder is incomplete)")
+        state = read_state_dict(path)
+        expected = module.state_dict()
+        check_shapes(state, {k: v.shape for k, v in expected.items()}, path)
+        unexpected = [k for k in state if k not in expected]
+        if unexpected:
+            raise WeightsError(
+                f"{path}: {len(unexpected)} unexpected key(s), e.g. {', '.join(unexpected[:3])}"
+            )
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        module.load_state_dict(state, strict=True, assign=True)
+    left = [n for n, p in model.named_parameters() if p.device.type == "meta"]
+    if left:  # a parameter no file holds: the folder does not describe this architecture
+        raise WeightsError(f"{folder}: {len(left)} parameter(s) have no weights, e.g. {left[0]}")
+    return model.eval(), sampling
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+class IGRPipeline:
+    """A loaded IGR model, its scheduler and sampling defaults, and optionally a clothes parser for masks."""
+
+    def __init__(
+        self,
+        model: IGRModel,
+        sampling: SamplingConfig | None = None,
+        scheduler=None,
+        parser=None,
+    ) -> None:
         self.model = model.eval().requires_grad_(False)
         self.sampling = sampling or SamplingConfig()
+        self.scheduler = scheduler or inference_scheduler(model.diffusion, self.sampling.sampler)
+        self.parser = parser
+        self._offload_device: torch.device | None = None  # the execution device while offloading
+        self._vae_tiling = False
 
     # --- loading ------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(
         cls,
-        path: str | Path,
+        pretrained_model_name_or_path: str | Path,
+        torch_dtype: torch.dtype | str | None = None,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool | None = None,
+        token: str | bool | None = None,
+        parser: str | Path | None = None,
     ) -> IGRPipeline:
-        """Load a pipeline folder (what ``igr export`` writes; every weight file is checked key by key)."""
-        model, sampling = load_pipeline(path)
-        return cls(model, sampling).to(device, dtype)
+        """Load a pipeline folder (what ``igr export`` and :meth:`save_pretrained` write) or a Hub id
+        (``org/name``; ``revision``, ``cache_dir``, ``local_files_only`` and ``token`` go to
+        ``huggingface_hub.snapshot_download``). ``torch_dtype`` (``dtype`` is an alias) casts while loading;
+        ``device`` moves the result; ``parser`` loads a clothes parser for automatic masks."""
+        folder = resolve_pretrained(
+            pretrained_model_name_or_path, revision, cache_dir, local_files_only, token
+        )
+        want = torch_dtype if torch_dtype is not None else dtype
+        dev = None if device is None else resolve_device(device)
+        dt = None if want is None else resolve_dtype(want, dev or torch.device("cpu"))
+        model, sampling = load_pipeline_folder(folder, dt)
+        pipe = cls(model, sampling)
+        if parser is not None:
+            pipe.load_parser(parser)
+        return pipe.to(dev, dt)
+
+    def save_pretrained(
+        self, save_directory: str | Path, overwrite: bool = False, card: dict | None = None
+    ) -> Path:
+        """Write a pipeline folder (safetensors + ``model.yaml`` + a model card) that :meth:`from_pretrained`
+        loads and the Hub can host. ``card``: extra facts for the model card (see :mod:`igr.model_card`)."""
+        from igr.export import export_pipeline
+
+        return export_pipeline(
+            self.model, save_directory, sampling=self.sampling, overwrite=overwrite, card=card
+        )
 
     @classmethod
     def from_config(
@@ -115,21 +287,82 @@ class IGRPipeline:
             load_trainable_weights(model, str(weights))
         return cls(model).to(device, dtype)
 
+    def load_parser(self, path: str | Path, dilation: int = 0) -> IGRPipeline:
+        """Load a clothes-parsing SegFormer (``igr download-weights --what parser``) for automatic masks."""
+        from igr.masking import ClothesParser
+
+        if not Path(path).is_dir():
+            raise IGRError(
+                f"{path}: garment parser not found (fetch it with `igr download-weights --what parser`)"
+            )
+        self.parser = ClothesParser.from_pretrained(path, dilation=dilation).to(self.device)
+        return self
+
+    # --- placement ----------------------------------------------------------------------------------------
     def to(
         self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None
     ) -> IGRPipeline:
         """Move to ``device`` (``auto``: CUDA, else MPS, else CPU) in ``dtype``; ``None`` keeps the current one.
-        As in diffusers, ``pipe.to(torch.float16)`` changes only the dtype."""
+        As in diffusers, ``pipe.to(torch.float16)`` changes only the dtype. Moving ends CPU offloading."""
         if isinstance(device, torch.dtype):
             device, dtype = None, device
         dev = self.device if device is None else resolve_device(device)
         dt = self.dtype if dtype is None else resolve_dtype(dtype, dev)
+        self._offload_device = None
         self.model.to(device=dev, dtype=dt)
+        if self.parser is not None:
+            self.parser.to(dev)
         return self
+
+    def enable_model_cpu_offload(self, device: str | torch.device = "auto") -> IGRPipeline:
+        """Keep the VAE, CLIP image encoder and GarmNet on the CPU and move each to ``device`` only for its single
+        use per call (encode, GarmNet once, decode); the denoiser, which runs every step, stays on ``device``.
+        Peak GPU memory drops by the size of those parts; the images are the same."""
+        dev = resolve_device(device)
+        self.model.to("cpu")
+        self.model.denoiser.to(dev)
+        self._offload_device = dev
+        return self
+
+    def disable_model_cpu_offload(self) -> IGRPipeline:
+        dev = self._offload_device
+        self._offload_device = None
+        if dev is not None:
+            self.model.to(dev)
+        return self
+
+    def enable_vae_tiling(self, tile_size: int | None = None, overlap: float = 0.25) -> IGRPipeline:
+        """Decode outputs larger than ``tile_size`` pixels (default: the VAE's sample size, 512 for SD1.5) tile by
+        tile with blended overlaps (diffusers' ``AutoencoderKL`` tiling): the decoder's memory grows with the tile,
+        not the image. Only the decode is tiled: a tiled encode would change the person latent GarmNet sees.
+        Tiles see only their neighbourhood, so pixels differ slightly from the plain decode."""
+        vae = self.model.vae.vae
+        step = 8 * self.model.vae.factor  # diffusers' blending needs whole latent blocks per tile and overlap
+        if tile_size is not None and (tile_size < step or tile_size % step):
+            raise IGRError(f"VAE tile size {tile_size}: must be a positive multiple of {step} pixels")
+        if tile_size is not None:
+            vae.tile_sample_min_size = int(tile_size)
+            vae.tile_latent_min_size = int(tile_size) // self.model.vae.factor
+        vae.tile_overlap_factor = overlap
+        self._vae_tiling = True
+        return self
+
+    def disable_vae_tiling(self) -> IGRPipeline:
+        self._vae_tiling = False
+        return self
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        vae = self.model.vae.vae
+        vae.use_tiling = self._vae_tiling
+        try:
+            return ((self.model.vae.decode(z).float() + 1) / 2).clamp(0, 1)
+        finally:
+            vae.use_tiling = False
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.denoiser.parameters()).device
+        """Where the model runs (with CPU offload: the device parts are moved to for their use)."""
+        return self._offload_device or next(self.model.denoiser.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -139,6 +372,23 @@ class IGRPipeline:
     def resolution(self) -> tuple[int, int]:
         """(H, W) the model restores at: inputs are resized to it and outputs have it."""
         return tuple(self.model.config.resolution)
+
+    @contextlib.contextmanager
+    def _placed(self, *modules: torch.nn.Module | None) -> Iterator[None]:
+        """With CPU offload: ``modules`` on the execution device for the block, back on the CPU after it."""
+        parts = [m for m in modules if m is not None]
+        if self._offload_device is None or not parts:
+            yield
+            return
+        for m in parts:
+            m.to(self._offload_device)
+        try:
+            yield
+        finally:
+            for m in parts:
+                m.to("cpu")
+            if self._offload_device.type == "cuda":
+                torch.cuda.empty_cache()
 
     # --- inputs -------------------------------------------------------------------------------------------
     def prepare(
@@ -161,34 +411,68 @@ class IGRPipeline:
         )
         return restore_io.model_inputs(person_img, mask_arr, self.resolution, f"{name} mask")
 
+    def auto_mask(
+        self, person, category: str, name: str = "image", dilation: int | None = None
+    ) -> np.ndarray:
+        """The garment mask of ``person`` (uint8 {0,1}, the photo's size) from the clothes parser."""
+        if self.parser is None:
+            raise IGRError(
+                f"{name}: no mask given and no garment parser loaded (pipe.load_parser(PATH); "
+                "`igr download-weights --what parser` fetches one)"
+            )
+        restore_io.check_category(category, name)
+        return self.parser.mask(restore_io.as_rgb(person, f"{name} person"), category, name, dilation)
+
+    def garment_crop(self, person: torch.Tensor, mask: torch.Tensor, size: int = 224) -> Image.Image:
+        """The IP-Adapter's view p_g = Resize(Crop_bbox(p·m)) of one prepared pair, as an image (for display)."""
+        crop = garment_crop(person[None].float(), mask[None].float(), size)
+        return restore_io.to_pil(crop)[0]
+
     # --- restoration --------------------------------------------------------------------------------------
     def __call__(
         self,
         person,
-        mask,
-        category: str | Sequence[str],
+        mask=None,
+        category: str | Sequence[str] = "upper",
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         mask_threshold: int = 127,
         resize_mask: bool = False,
-        output_type: str = "pil",
         progress: bool | Callable = False,
-    ):
-        """Restore garments. A single person (PIL image, HxWxC array, (3,H,W) tensor) gives a single result; a
-        list (or a (B,3,H,W) tensor) gives a list. ``num_inference_steps``/``guidance_scale`` default to the
-        pipeline folder's sampling settings (25 DDIM steps, guidance 1.5 as in the paper).
+    ) -> IGRPipelineOutput | tuple:
+        """Restore garments from one person (PIL image, HxWxC array, (3,H,W) tensor) or a list / (B,3,H,W) batch.
 
-        ``output_type``: ``"pil"`` (RGB images) or ``"pt"`` (a (B,3,H,W) float tensor in [0,1] on the CPU)."""
-        people, single = _as_list(person)
-        masks, _ = _as_list(mask)
-        if len(people) != len(masks):
-            raise IGRError(f"got {len(people)} person images but {len(masks)} masks")
+        ``mask=None`` makes each mask with the clothes parser (:meth:`load_parser`) and returns them in
+        ``.masks``. ``num_inference_steps``/``guidance_scale`` default to the folder's sampling settings (25 steps,
+        guidance 1.5 as in the paper); ``latents`` gives z_T (B,C,h,w) instead of drawing it from ``generator``.
+        ``callback_on_step_end(pipe, step, t, {"latents": z})`` runs after each step and may return a dict with
+        replacement ``latents``. With ``return_dict=False`` the result is ``(images,)`` or ``(images, masks)``."""
+        if output_type not in ("pil", "np", "pt", "latent"):
+            raise IGRError(f"output_type '{output_type}': expected pil, np, pt or latent")
+        bad = [k for k in callback_on_step_end_tensor_inputs if k not in CALLBACK_TENSORS]
+        if bad:
+            raise IGRError(
+                f"callback_on_step_end_tensor_inputs {bad}: only {list(CALLBACK_TENSORS)} are passed"
+            )
+        people, _ = _as_list(person)
         categories = [category] * len(people) if isinstance(category, str) else list(category)
         if len(categories) != len(people):
             raise IGRError(f"got {len(people)} person images but {len(categories)} categories")
         for i, c in enumerate(categories):
             restore_io.check_category(c, f"image {i}")
+        auto = mask is None
+        if auto:
+            masks = [self.auto_mask(p, c, f"image {i}") for i, (p, c) in enumerate(zip(people, categories))]
+        else:
+            masks, _ = _as_list(mask)
+        if len(people) != len(masks):
+            raise IGRError(f"got {len(people)} person images but {len(masks)} masks")
         prepared = [
             self.prepare(p, m, mask_threshold, resize_mask, name=f"image {i}")
             for i, (p, m) in enumerate(zip(people, masks))
@@ -200,14 +484,16 @@ class IGRPipeline:
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
             generator=generator,
+            latents=latents,
             progress=progress,
+            callback_on_step_end=callback_on_step_end,
+            output_type="latent" if output_type == "latent" else "pt",
         )
-        if output_type == "pt":
-            return out[0] if single else out
-        if output_type != "pil":
-            raise IGRError(f"output_type '{output_type}': expected pil or pt")
-        images = restore_io.to_pil(out)
-        return images[0] if single else images
+        images = _format_images(out, output_type)
+        mask_out = _format_masks(masks, output_type) if auto else None
+        if not return_dict:
+            return (images,) if mask_out is None else (images, mask_out)
+        return IGRPipelineOutput(images=images, masks=mask_out)
 
     @torch.inference_mode()
     def generate(
@@ -218,28 +504,92 @@ class IGRPipeline:
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
         progress: bool | Callable = False,
+        callback_on_step_end: Callable | None = None,
+        output_type: str = "pt",
     ) -> torch.Tensor:
-        """Prepared inputs (B,3,H,W) in [-1,1] and (B,1,H,W) in {0,1} → garments (B,3,H,W) in [0,1], float32 CPU.
+        """Prepared inputs (B,3,H,W) in [-1,1] and (B,1,H,W) in {0,1} → garments (B,3,H,W) in [0,1], float32 CPU
+        (``output_type="latent"``: the (B,C,h,w) latents z_0 instead).
 
         Inputs stay float32 while the model runs in fp16/bf16 (the frozen encoders cast them; the CLIP crop's
         antialiased resize has no bf16 kernel on the CPU)."""
+        model = self.model
         steps = int(num_inference_steps or self.sampling.steps)
+        if steps < 1:
+            raise IGRError(f"num_inference_steps={steps}: must be at least 1")
         scale = float(self.sampling.guidance_scale if guidance_scale is None else guidance_scale)
-        if isinstance(generator, list) and len(generator) != person.shape[0]:
-            raise IGRError(f"got {len(generator)} generators for {person.shape[0]} images")
-        out = self.model.restore(
-            person.to(self.device, torch.float32),
-            mask.to(self.device, torch.float32),
-            list(categories),
-            num_inference_steps=steps,
-            guidance_scale=scale,
-            generator=generator,
-            sampler=self.sampling.sampler,
-            eta=self.sampling.eta,
-            progress=_progress(progress),
-        )
-        return out.float().cpu()
+        b = person.shape[0]
+        if isinstance(generator, list) and len(generator) != b:
+            raise IGRError(f"got {len(generator)} generators for {b} images")
+        scheduler = self._fresh_scheduler()
+        device, dtype = self.device, self.dtype
+        shape = model.latent_shape(b)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise IGRError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
+        person, mask = person.to(device, torch.float32), mask.to(device, torch.float32)
+        try:
+            with self._placed(model.vae, model.image_encoder, model.prompts):
+                inputs = model.encode_inputs(person, mask, list(categories))
+            with self._placed(model.garmnet, model.prompts):
+                cond = model.sampling_conditions(inputs, scale)
+            denoise = model.denoise_fn(cond, scale)
+            z = self._denoise_loop(
+                denoise,
+                latents.to(device, dtype),
+                scheduler,
+                steps,
+                generator,
+                _progress(progress),
+                callback_on_step_end,
+            )
+        finally:
+            model.denoiser.bank.set(None)  # release GarmNet's features, also if sampling failed
+        if output_type == "latent":
+            return z.float().cpu()
+        with self._placed(model.vae):
+            images = self._decode(z)
+        return images.cpu()
+
+    def _fresh_scheduler(self):
+        """A copy of ``self.scheduler`` per call (multistep solvers keep state; concurrent app requests must not
+        share it), checked against the parameterisation the model was trained for."""
+        cfg, ours = self.scheduler.config, self.model.diffusion
+        for key, want in (
+            ("prediction_type", ours.prediction_type),
+            ("num_train_timesteps", ours.train_timesteps),
+        ):
+            have = cfg.get(key, want)
+            if have != want:
+                raise IGRError(
+                    f"scheduler {type(self.scheduler).__name__} has {key}={have}, the model was trained with {want}; "
+                    "build it with .from_config(pipe.scheduler.config)"
+                )
+        if not hasattr(self.scheduler, "set_timesteps") or not hasattr(self.scheduler, "step"):
+            raise IGRError(f"{type(self.scheduler).__name__}: not a diffusers scheduler")
+        return copy.deepcopy(self.scheduler)
+
+    def _denoise_loop(self, denoise, z, scheduler, steps, generator, progress, callback):
+        """diffusers' sampling loop: scaled initial noise, ``scale_model_input``, ``step`` with the keyword
+        arguments the scheduler accepts (``eta`` for DDIM, ``generator`` for stochastic samplers)."""
+        scheduler.set_timesteps(steps, device=z.device)
+        z = z * scheduler.init_noise_sigma
+        params = set(inspect.signature(scheduler.step).parameters)
+        extra = {}
+        if "eta" in params:
+            extra["eta"] = self.sampling.eta
+        if "generator" in params:
+            extra["generator"] = generator
+        timesteps = scheduler.timesteps
+        for i, t in enumerate(progress(timesteps) if progress else timesteps):
+            eps = denoise(scheduler.scale_model_input(z, t), t.expand(z.shape[0]).to(z.device))
+            z = scheduler.step(eps, t, z, **extra).prev_sample
+            if callback is not None:
+                returned = callback(self, i, t, {"latents": z}) or {}
+                z = returned.get("latents", z)
+        return z
 
 
 def _as_list(x) -> tuple[list, bool]:
@@ -253,6 +603,22 @@ def _as_list(x) -> tuple[list, bool]:
     if isinstance(x, (Image.Image, torch.Tensor)) or hasattr(x, "shape"):
         return [x], True
     raise IGRError(f"expected a PIL image, array or tensor (or a list of them), got {type(x).__name__}")
+
+
+def _format_images(out: torch.Tensor, output_type: str):
+    if output_type in ("pt", "latent"):
+        return out
+    if output_type == "np":
+        return out.permute(0, 2, 3, 1).numpy()
+    return restore_io.to_pil(out)
+
+
+def _format_masks(masks: list[np.ndarray], output_type: str) -> list:
+    if output_type == "pil":
+        return [Image.fromarray(m * 255, "L") for m in masks]
+    if output_type == "np":
+        return list(masks)
+    return [torch.from_numpy(m.astype(np.float32))[None] for m in masks]
 
 
 def _progress(progress: bool | Callable) -> Callable | None:

@@ -41,7 +41,8 @@ def test_garmnet_once_equals_garmnet_every_step(setup):
         n_once = len(calls)
         every = bench.restore_reference(m, *args, z, STEPS, 1.5, garmnet_every_step=True)
     hook.remove()
-    assert n_once == 1 and len(calls) - n_once == STEPS
+    # once on the conditional inputs, once on the constant unconditional input (cached from then on)
+    assert n_once == 2 and len(calls) - n_once == STEPS
     torch.testing.assert_close(every, once, atol=1e-5, rtol=0)
     # GarmNet's features do change the output, so the agreement above is not vacuous
     garmnet, m.garmnet = m.garmnet, None
@@ -156,6 +157,7 @@ def test_bench_smoke_two_steps(capsys):
         assert row["seconds_per_image"] > 0 and row["peak_memory_bytes"] > 0
         if name in (
             "garmnet-every-step",
+            "uncond-uncached",
             "cfg-sequential",
             "literal-concat",
             "unfused-attention",
@@ -166,6 +168,7 @@ def test_bench_smoke_two_steps(capsys):
     assert {
         "igr_over_plain",
         "garmnet_once_speedup",
+        "uncond_cache_speedup",
         "batched_cfg_speedup",
         "q_only_attention_speedup",
     } <= set(r["ratios"])

@@ -1,5 +1,7 @@
-"""IGRPipeline: inputs of every accepted form in, PIL images at the model resolution out; seeds reproduce;
-GarmNet runs once per image with both CFG branches batched; bad inputs fail with one clear line."""
+"""IGRPipeline: inputs of every accepted form in, images at the model resolution out (in an output dataclass, as
+diffusers does); seeds reproduce; GarmNet runs once per image with both CFG branches batched and the unconditional
+branch's features cached; schedulers swap; offload and VAE tiling keep the image; loading builds on the meta device;
+bad inputs fail with one clear line."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from PIL import Image
 from igr.errors import IGRError
 from igr.export import export_pipeline
 from igr.models import adapter
-from igr.pipeline import IGRPipeline, resolve_device, resolve_dtype
+from igr.pipeline import IGRPipeline, IGRPipelineOutput, resolve_device, resolve_dtype
 
 STEPS = 2
 
@@ -36,26 +38,39 @@ def pipe(tiny_model):
     return IGRPipeline(tiny_model)
 
 
-def test_single_input_gives_one_image_and_lists_give_lists(pipe):
+def test_output_dataclass_in_every_output_type(pipe):
+    """Catches: a wrong layout or range per output_type, return_dict ignored, masks reported without auto-masking."""
     out = pipe(_person(), _mask(), "upper", num_inference_steps=STEPS, generator=_seed(0))
-    assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == (48, 64)  # (W, H) of the model
+    assert isinstance(out, IGRPipelineOutput) and out.masks is None
+    [img] = out.images
+    assert isinstance(img, Image.Image) and img.mode == "RGB" and img.size == (48, 64)  # (W, H) of the model
 
     outs = pipe(
         [_person(), _person(seed=1)], [_mask(), _mask()], ["upper", "full"], num_inference_steps=STEPS
-    )
+    ).images
     assert isinstance(outs, list) and len(outs) == 2
     assert all(isinstance(o, Image.Image) and o.size == (48, 64) for o in outs)
 
     batch = torch.rand(3, 3, 64, 48)  # a (B,3,H,W) tensor in [0,1] is a batch
     masks = torch.zeros(3, 1, 64, 48)
     masks[:, :, 10:50, 10:40] = 1
-    t = pipe(batch, masks, "lower", num_inference_steps=STEPS, output_type="pt")
+    t = pipe(batch, masks, "lower", num_inference_steps=STEPS, output_type="pt", generator=_seed(0)).images
     assert t.shape == (3, 3, 64, 48) and t.dtype == torch.float32 and 0 <= t.min() and t.max() <= 1
+    a = pipe(batch, masks, "lower", num_inference_steps=STEPS, output_type="np", generator=_seed(0)).images
+    assert isinstance(a, np.ndarray) and a.shape == (3, 64, 48, 3)
+    np.testing.assert_array_equal(a, t.permute(0, 2, 3, 1).numpy())  # np is pt in HWC, same values
+    (pil,) = pipe(batch, masks, "lower", num_inference_steps=STEPS, generator=_seed(0), return_dict=False)
+    np.testing.assert_array_equal(np.asarray(pil[0]), (t[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    z = pipe(batch, masks, "lower", num_inference_steps=STEPS, output_type="latent", generator=_seed(0)).images
+    assert z.shape == (3, 4, 16, 12)
+    with pytest.raises(IGRError, match="output_type 'jpeg'"):
+        pipe(batch, masks, "lower", output_type="jpeg")
 
 
 def test_same_seed_same_image_different_seed_different(pipe):
     def run(seed):
-        return np.asarray(pipe(_person(), _mask(), "upper", num_inference_steps=STEPS, generator=_seed(seed)))
+        out = pipe(_person(), _mask(), "upper", num_inference_steps=STEPS, generator=_seed(seed))
+        return np.asarray(out.images[0])
 
     a, b, c = run(0), run(0), run(1)
     assert np.array_equal(a, b)
@@ -64,11 +79,11 @@ def test_same_seed_same_image_different_seed_different(pipe):
 
 def test_per_image_generators_make_results_independent_of_the_batch(pipe):
     p0, p1 = _person(seed=0), _person(seed=1)
-    alone = pipe(p1, _mask(), "full", num_inference_steps=STEPS, generator=_seed(7), output_type="pt")
+    alone = pipe(p1, _mask(), "full", num_inference_steps=STEPS, generator=_seed(7), output_type="pt").images[0]
     both = pipe(
         [p0, p1], [_mask(), _mask()], ["upper", "full"], num_inference_steps=STEPS,
         generator=[_seed(7), _seed(7)], output_type="pt",
-    )  # fmt: skip
+    ).images  # fmt: skip
     torch.testing.assert_close(both[1], alone, atol=1e-4, rtol=0)
     with pytest.raises(IGRError, match="got 1 generators for 2 images"):
         pipe([p0, p1], [_mask(), _mask()], "upper", num_inference_steps=STEPS, generator=[_seed(0)])
@@ -92,12 +107,13 @@ def _count_calls(pipe, **call):
 
 
 def test_garmnet_runs_once_per_image_and_cfg_is_batched(pipe):
+    """Catches: GarmNet inside the step loop, CFG as two UNet calls, the unconditional features recomputed."""
     two = dict(person=[_person(), _person(seed=1)], mask=[_mask()] * 2, category="upper")
     calls = _count_calls(pipe, **two, num_inference_steps=3, guidance_scale=1.5)
-    assert calls == {
-        "garmnet": [4],
-        "denoiser": [4, 4, 4],
-    }  # GarmNet once for both branches; one 2B call per step
+    # GarmNet once on the 2 conditional inputs and once on the constant unconditional input; one 2B call per step
+    assert calls == {"garmnet": [2, 1], "denoiser": [4, 4, 4]}
+    calls = _count_calls(pipe, **two, num_inference_steps=3, guidance_scale=1.5)
+    assert calls == {"garmnet": [2], "denoiser": [4, 4, 4]}  # the unconditional features are reused
     calls = _count_calls(pipe, **two, num_inference_steps=2, guidance_scale=1.0)
     assert calls == {"garmnet": [2], "denoiser": [2, 2]}  # s = 1: no unconditional branch
     assert pipe.model.denoiser.bank.features is None  # features released after sampling
@@ -183,15 +199,16 @@ def test_from_pretrained_and_from_config_load_the_trained_weights(tiny_config, t
     model.garmnet.unet.conv_in.weight.data[:, 4].normal_()
     folder = export_pipeline(model, tmp_path / "pipe")
     args = (_person(), _mask(), "upper")
-    ref = IGRPipeline(model)(*args, num_inference_steps=STEPS, generator=_seed(0), output_type="pt")
+    ref = IGRPipeline(model)(*args, num_inference_steps=STEPS, generator=_seed(0), output_type="pt").images
 
     loaded = IGRPipeline.from_pretrained(folder)
     assert loaded.resolution == (64, 48) and loaded.dtype == torch.float32 and loaded.device.type == "cpu"
-    assert torch.equal(loaded(*args, num_inference_steps=STEPS, generator=_seed(0), output_type="pt"), ref)
+    out = loaded(*args, num_inference_steps=STEPS, generator=_seed(0), output_type="pt").images
+    assert torch.equal(out, ref)
 
     torch.manual_seed(0)  # the tiny config's frozen parts are random-init: same seed, same frozen weights
     built = IGRPipeline.from_config(CONFIG_DIR / "model" / "tiny.yaml", weights=folder)
-    out = built(*args, num_inference_steps=STEPS, generator=_seed(0), output_type="pt")
+    out = built(*args, num_inference_steps=STEPS, generator=_seed(0), output_type="pt").images
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
     with pytest.raises(IGRError, match="missing.ckpt: weights not found"):
         IGRPipeline.from_config(CONFIG_DIR / "model" / "tiny.yaml", weights=tmp_path / "missing.ckpt")
@@ -200,10 +217,10 @@ def test_from_pretrained_and_from_config_load_the_trained_weights(tiny_config, t
 
 
 def test_bfloat16_runs_and_matches_float32_roughly(pipe):
-    ref = pipe(_person(), _mask(), "upper", num_inference_steps=STEPS, generator=_seed(0), output_type="pt")
+    ref = pipe(_person(), _mask(), "upper", num_inference_steps=STEPS, generator=_seed(0), output_type="pt").images
     pipe.to("cpu", "bfloat16")
     assert pipe.dtype == torch.bfloat16
-    out = pipe(_person(), _mask(), "upper", num_inference_steps=STEPS, generator=_seed(0), output_type="pt")
+    out = pipe(_person(), _mask(), "upper", num_inference_steps=STEPS, generator=_seed(0), output_type="pt").images
     assert out.dtype == torch.float32 and out.shape == ref.shape
     assert (out - ref).abs().mean() < 0.05
 
@@ -227,11 +244,190 @@ def test_device_and_dtype_names():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cuda_half_precision_matches_float32(tiny_model, dtype):
     pipe = IGRPipeline(tiny_model).to("cuda", torch.float32)
-    ref = pipe(_person(), _mask(), "upper", num_inference_steps=STEPS, generator=_seed(0), output_type="pt")
+    ref = pipe(_person(), _mask(), "upper", num_inference_steps=STEPS, generator=_seed(0), output_type="pt").images
     pipe.to(dtype=dtype)
     cpu_gen = pipe(
         _person(), _mask(), "upper", num_inference_steps=STEPS, generator=_seed(0), output_type="pt"
-    )
+    ).images
     cuda_gen = torch.Generator("cuda").manual_seed(0)  # generators on the device work too
     pipe(_person(), _mask(), "upper", num_inference_steps=STEPS, generator=cuda_gen)
     assert (cpu_gen - ref).abs().mean() < 0.05
+
+
+# --------------------------------------------------------------------------- diffusers conventions
+
+
+def _args():
+    return dict(person=_person(), mask=_mask(), category="upper", num_inference_steps=3)
+
+
+def test_pipeline_equals_the_model_restore_and_the_uncached_two_branch_reference(pipe):
+    """Catches: the pipeline's own loop drifting from IGRModel.restore, and the cached unconditional GarmNet
+    features differing from running GarmNet on the dropped inputs (the 2B formulation of bench.restore_reference)."""
+    from igr.bench import restore_reference
+
+    person, mask = pipe.prepare(_person(), _mask())
+    person, mask = person[None], mask[None]
+    z = torch.randn(pipe.model.latent_shape(1), generator=_seed(3))
+    ref = restore_reference(pipe.model, person, mask, ["upper"], z, num_inference_steps=3, guidance_scale=2.0)
+    for _ in range(2):  # the second call reads the cache
+        out = pipe(**_args(), guidance_scale=2.0, latents=z, output_type="pt").images
+        torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
+    model_out = pipe.model.restore(person, mask, ["upper"], 3, guidance_scale=2.0, latents=z)
+    torch.testing.assert_close(model_out, ref, atol=1e-6, rtol=0)
+
+
+def test_unconditional_cache_is_invalidated_when_garmnet_weights_change(pipe):
+    """Catches: stale cached features after a training step (in-place update) or load_state_dict."""
+    z = torch.randn(pipe.model.latent_shape(1), generator=_seed(3))
+    pipe(**_args(), latents=z)
+    with torch.no_grad():  # what an optimizer step does: an in-place update of the parameters
+        for p in pipe.model.garmnet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    cached = pipe(**_args(), latents=z, output_type="pt").images
+    pipe.model.cache_unconditional = False
+    fresh = pipe(**_args(), latents=z, output_type="pt").images
+    torch.testing.assert_close(cached, fresh, atol=1e-6, rtol=0)
+
+
+def test_latents_and_callback_on_step_end(pipe):
+    """Catches: ``latents=`` ignored, the callback not called once per step, its returned latents not used."""
+    z = randn = torch.randn(pipe.model.latent_shape(1), generator=_seed(5))
+    drawn = pipe(**_args(), generator=_seed(5), output_type="pt").images  # same noise, drawn from the seed
+    given = pipe(**_args(), latents=z, output_type="pt").images
+    torch.testing.assert_close(given, drawn, atol=0, rtol=0)
+    seen = []
+
+    def zero_at_end(p, i, t, kwargs):
+        seen.append((i, int(t), tuple(kwargs["latents"].shape)))
+        return {"latents": torch.zeros_like(kwargs["latents"])} if i == 2 else {}
+
+    out = pipe(**_args(), latents=randn, output_type="pt", callback_on_step_end=zero_at_end).images
+    assert [s[0] for s in seen] == [0, 1, 2] and seen[0][2] == (1, 4, 16, 12)
+    assert seen[0][1] > seen[-1][1]  # timesteps run from noisy to clean
+    expect = (pipe.model.vae.decode(torch.zeros(1, 4, 16, 12)).float() + 1) / 2  # decode of the replaced latents
+    torch.testing.assert_close(out, expect.clamp(0, 1), atol=1e-6, rtol=0)
+    with pytest.raises(IGRError, match="only \\['latents'\\]"):
+        pipe(**_args(), callback_on_step_end=zero_at_end, callback_on_step_end_tensor_inputs=["noise_pred"])
+    with pytest.raises(IGRError, match="latents have shape"):
+        pipe(**_args(), latents=torch.zeros(1, 4, 8, 8))
+
+
+def test_schedulers_swap_as_in_diffusers(pipe):
+    """Catches: ``pipe.scheduler`` ignored, init_noise_sigma / scale_model_input skipped (Euler needs both), and a
+    scheduler of another parameterisation accepted silently."""
+    from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+    z = torch.randn(pipe.model.latent_shape(1), generator=_seed(1))
+    ddim = pipe(**_args(), latents=z, output_type="pt").images
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    dpm = pipe(**_args(), latents=z, output_type="pt").images
+    person, mask = pipe.prepare(_person(), _mask())
+    ref = pipe.model.restore(person[None], mask[None], ["upper"], 3, latents=z, sampler="dpmsolver++")
+    torch.testing.assert_close(dpm, ref, atol=1e-6, rtol=0)  # the library's sampler, through our loop
+    assert (dpm - ddim).abs().max() > 1e-3
+
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    assert pipe.scheduler.init_noise_sigma > 1
+    seen = []
+    pipe(**_args(), latents=z, callback_on_step_end=lambda p, i, t, kw: seen.append(kw["latents"].std()))
+    assert seen[0] > 2  # z_T was scaled by init_noise_sigma (about 14.6 for SD's schedule)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, prediction_type="v_prediction")
+    with pytest.raises(IGRError, match="prediction_type=v_prediction, the model was trained with epsilon"):
+        pipe(**_args())
+
+
+def test_cpu_offload_and_vae_tiling_give_the_plain_image(pipe):
+    """Catches: offloading that loses a part's weights or leaves the once-run parts on the execution device, and
+    tiling that is not applied (the tiled decode must actually run) or that changes the image beyond blending."""
+    z = torch.randn(pipe.model.latent_shape(1), generator=_seed(2))
+    plain = pipe(**_args(), latents=z, output_type="pt").images
+    pipe.enable_model_cpu_offload("cpu")
+    moves = []
+    for name in ("vae", "image_encoder", "garmnet"):
+        getattr(pipe.model, name).register_forward_pre_hook(lambda m, a, name=name: moves.append(name))
+    offloaded = pipe(**_args(), latents=z, output_type="pt").images
+    assert torch.equal(offloaded, plain)
+    assert moves.count("garmnet") == 1  # once-run parts ran once (the uncond features were cached before)
+    assert pipe.device.type == "cpu" and next(pipe.model.garmnet.parameters()).device.type == "cpu"
+    pipe.disable_model_cpu_offload()
+
+    tiled_calls = []
+    vae = pipe.model.vae.vae
+    orig = vae.tiled_decode
+    vae.tiled_decode = lambda *a, **k: tiled_calls.append(1) or orig(*a, **k)
+    pipe.enable_vae_tiling(tile_size=32)  # 64x48 output in 32-pixel tiles with a quarter overlap
+    tiled = pipe(**_args(), latents=z, output_type="pt").images
+    pipe.disable_vae_tiling()
+    assert tiled_calls, "the tiled decode did not run"
+    # The tiny random VAE normalises each small tile on its own statistics, so the tiled image is not bit-equal;
+    # it must still be the same image: far closer to the plain decode than another seed's image is.
+    other = pipe(**_args(), latents=torch.randn(z.shape, generator=_seed(9)), output_type="pt").images
+    assert (tiled - plain).abs().mean() < 0.5 * (other - plain).abs().mean()
+    with pytest.raises(IGRError, match="tile size 24: must be a positive multiple of 32"):
+        pipe.enable_vae_tiling(tile_size=24)
+
+
+def test_loading_builds_on_the_meta_device_and_assigns_the_weights(tiny_model, tmp_path, monkeypatch):
+    """Catches: a load that randomly initialises every layer before reading the weights (the cost of 1.7 B
+    parameters on every load), and a meta tensor left behind."""
+    folder = export_pipeline(tiny_model, tmp_path / "pipe")
+    devices = []
+    for cls in (torch.nn.Linear, torch.nn.Conv2d):
+        orig = cls.reset_parameters
+        monkeypatch.setattr(cls, "reset_parameters", lambda self, orig=orig: devices.append(self.weight.device.type) or orig(self))
+    loaded = IGRPipeline.from_pretrained(folder, torch_dtype=torch.bfloat16)
+    assert devices and set(devices) == {"meta"}, set(devices)
+    assert loaded.dtype == torch.bfloat16
+    assert not [n for n, t in list(loaded.model.named_parameters()) + list(loaded.model.named_buffers())
+                if t.device.type == "meta"]  # fmt: skip
+    for (name, a), b in zip(tiny_model.state_dict().items(), loaded.model.state_dict().values()):
+        torch.testing.assert_close(b.float(), a.to(torch.bfloat16).float(), atol=0, rtol=0, msg=name)
+
+
+def test_save_pretrained_round_trips_and_writes_a_model_card(pipe, tmp_path):
+    """Catches: save_pretrained writing something from_pretrained cannot read, or no model card."""
+    z = torch.randn(pipe.model.latent_shape(1), generator=_seed(4))
+    folder = pipe.save_pretrained(tmp_path / "saved")
+    card = (folder / "README.md").read_text()
+    assert "CreativeML OpenRAIL-M" in card and "VITON-HD" in card
+    again = IGRPipeline.from_pretrained(folder)
+    torch.testing.assert_close(
+        again(**_args(), latents=z, output_type="pt").images, pipe(**_args(), latents=z, output_type="pt").images,
+        atol=0, rtol=0,
+    )
+    with pytest.raises(IGRError, match="already exists"):
+        pipe.save_pretrained(folder)
+
+
+def test_missing_mask_without_parser_is_a_clear_error(pipe):
+    with pytest.raises(IGRError, match="no mask given and no garment parser loaded"):
+        pipe(_person(), category="upper")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_offload_lowers_peak_memory_and_keeps_the_image(tiny_model):
+    """On a GPU: with CPU offload the once-run parts are on the CPU while the denoiser runs, peak memory is lower,
+    and the image is the plain path's."""
+    pipe = IGRPipeline(tiny_model).to("cuda")
+    z = torch.randn(pipe.model.latent_shape(1), generator=_seed(0))
+    torch.cuda.reset_peak_memory_stats()
+    plain = pipe(**_args(), latents=z, output_type="pt").images
+    plain_peak = torch.cuda.max_memory_allocated()
+    pipe.enable_model_cpu_offload("cuda")
+    torch.cuda.reset_peak_memory_stats()
+    where = []
+    out = pipe(**_args(), latents=z, output_type="pt",
+               callback_on_step_end=lambda p, i, t, kw: where.append(next(p.model.garmnet.parameters()).device.type))
+    assert set(where) == {"cpu"} and torch.cuda.max_memory_allocated() < plain_peak
+    torch.testing.assert_close(out, plain, atol=1e-5, rtol=0)
+
+
+def test_igr_version(capsys):
+    import igr
+    from igr.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"igr {igr.__version__}"

@@ -5,7 +5,8 @@
     igr bench -c configs/model/sd15.yaml --device cuda --compile --json > bench.json
 
 One run times, on the same inputs and initial noise: the IGR restoration; a plain SD UNet with the same config
-(the cost floor); GarmNet at every step vs once; sequential vs batched CFG; the paper's literal concat attention
+(the cost floor); GarmNet at every step vs once; the unconditional branch's GarmNet features cached vs
+recomputed; sequential vs batched CFG; the paper's literal concat attention
 vs Q-only; unfused vs SDPA attention; channels-last; DPM-Solver++ at fewer steps; optionally torch.compile and VAE
 slicing/tiling; and a training step. Every optimised path's output is compared with the reference path's.
 Weight paths in the config are ignored (random init): speed and memory do not depend on weight values.
@@ -20,6 +21,7 @@ import json
 SKIPPABLE = (
     "plain",
     "garmnet-every-step",
+    "uncond-uncached",
     "cfg-sequential",
     "literal-concat",
     "unfused-attention",

@@ -1,4 +1,5 @@
-"""``igr download-weights --to DIR``: fetch every pretrained file the sd15 config needs (users with a network).
+"""``igr download-weights --to DIR``: fetch every pretrained file the sd15 config and the automatic garment masks
+need (users with a network).
 
 This is the only code in the project that touches the network. It writes the layout that
 ``configs/model/sd15.yaml`` points at (paths relative to the repository root when ``--to weights``).
@@ -25,7 +26,9 @@ SD15_PATTERNS = [
 ]
 IP_ADAPTER = ("h94/IP-Adapter", "models/ip-adapter_sd15.safetensors")
 OPEN_CLIP_H14 = ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "open_clip_pytorch_model.bin")
-
+# The clothes parser for automatic garment masks (igr.masking; configs/masking.yaml points at it).
+PARSER_REPO = "mattmdjaga/segformer_b2_clothes"
+PARSER_FILES = ["config.json", "preprocessor_config.json", "model.safetensors"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--what",
         default="all",
-        choices=["all", "sd15", "ip-adapter", "image-encoder", "metrics"],
+        choices=["all", "sd15", "ip-adapter", "image-encoder", "metrics", "parser"],
         help="which group of files to fetch",
     )
 
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise IGRError("huggingface_hub is not installed (pip install huggingface_hub)") from exc
     root = Path(args.to)
     root.mkdir(parents=True, exist_ok=True)
-    want = {args.what} if args.what != "all" else {"sd15", "ip-adapter", "image-encoder", "metrics"}
+    want = {args.what} if args.what != "all" else {"sd15", "ip-adapter", "image-encoder", "metrics", "parser"}
     try:
         if "sd15" in want:
             print(f"SD1.5 → {root / 'stable-diffusion-v1-5'}")
@@ -58,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
         if "image-encoder" in want:
             print(f"open_clip ViT-H-14 → {root / 'open_clip-vit-h-14'}")
             hf_hub_download(OPEN_CLIP_H14[0], OPEN_CLIP_H14[1], local_dir=root / "open_clip-vit-h-14")
+        if "parser" in want:
+            print(f"SegFormer clothes parser → {root / 'segformer_b2_clothes'}")
+            snapshot_download(PARSER_REPO, local_dir=root / "segformer_b2_clothes", allow_patterns=PARSER_FILES)
         if "metrics" in want:
             from igr.metrics.weights import download_metric_weights
 

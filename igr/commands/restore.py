@@ -5,6 +5,7 @@ One image::
     igr restore --model outputs/demo/pipeline --person me.jpg --mask me_mask.png --category upper --out garment.png
     igr restore --model DIR --person 00001_00.jpg --mask-from-parse 00001_00.png --labels viton-hd \\
         --category upper --out garment.png
+    igr restore --model DIR --person me.jpg --auto-mask --save-mask --category lower --out garment.png
 
 A folder (``DIR/person/NAME.jpg`` + ``DIR/mask/NAME.png``, matched by stem; outputs ``OUT/NAME.png``)::
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from igr import restore_io
 from igr.config import CATEGORIES, parse_size
@@ -58,6 +60,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mask-from-parse", metavar="PARSE", help="build the mask from a human-parsing label map"
     )
     one.add_argument("--out", help="output image (.png, .jpg, .webp, ...)")
+    auto = parser.add_argument_group("automatic masks (one image)")
+    auto.add_argument(
+        "--auto-mask", action="store_true",
+        help="make the mask with a clothes-parsing SegFormer (configs/masking.yaml; igr download-weights --what parser)",
+    )  # fmt: skip
+    auto.add_argument("--parser", help="with --auto-mask: the SegFormer folder (default: configs/masking.yaml's)")
+    auto.add_argument("--dilation", type=int, help="with --auto-mask: grow the mask by this many pixels")
+    auto.add_argument(
+        "--save-mask", action="store_true", help="also write the mask used, as OUT_STEM_mask.png next to --out"
+    )
 
     many = parser.add_argument_group("a folder")
     many.add_argument("--input-dir", help="folder with person/ and mask/ subfolders, files matched by stem")
@@ -135,8 +147,8 @@ def _run_single(args: argparse.Namespace, size: tuple[int, int] | None) -> int:
     if not args.category:
         raise IGRError(f"--category: required ({', '.join(CATEGORIES)})")
     category = restore_io.check_category(args.category, "--category")
-    if bool(args.mask) == bool(args.mask_from_parse):
-        raise IGRError("give --mask MASK or --mask-from-parse PARSE --labels L (one of them)")
+    if sum(map(bool, (args.mask, args.mask_from_parse, args.auto_mask))) != 1:
+        raise IGRError("give --mask MASK or --mask-from-parse PARSE --labels L, or --auto-mask (one of them)")
     if args.mask_from_parse and not args.labels:
         raise IGRError("--mask-from-parse: needs --labels (label ids like 5,6,7, or viton-hd / dresscode)")
     if args.labels and not args.mask_from_parse:
@@ -149,10 +161,16 @@ def _run_single(args: argparse.Namespace, size: tuple[int, int] | None) -> int:
         return 0
     restore_io.check_writable(out)
 
+    mask_out = _mask_path(out) if args.save_mask else None
+    if mask_out is not None and mask_out.exists() and not args.overwrite:
+        raise IGRError(f"{mask_out}: exists (pass --overwrite to replace it)")
+
     # Inputs are checked before the model loads: a typo costs a second, not a model load.
     person = restore_io.read_person(args.person)
-    mask_name = args.mask or args.mask_from_parse
-    if args.mask:
+    mask_name = args.mask or args.mask_from_parse or f"{args.person} (automatic mask)"
+    if args.auto_mask:
+        mask, n_grey = _auto_mask(args, person, category), 0
+    elif args.mask:
         mask, n_grey = restore_io.read_mask(args.mask, args.mask_threshold)
     else:
         labels = restore_io.parse_labels(args.labels, category)
@@ -175,17 +193,40 @@ def _run_single(args: argparse.Namespace, size: tuple[int, int] | None) -> int:
         [image] = _restore(pipe, [item], args, track)
     try:
         restore_io.write_image(image, out)
+        if mask_out is not None:
+            restore_io.write_image(Image.fromarray(mask * 255, "L"), mask_out)
     except OSError as exc:  # checked writable before the run, but a disk can fill up meanwhile
         raise IGRError(f"{out}: cannot write ({exc.strerror or exc})") from exc
-    print(f"wrote {out} ({image.height}x{image.width}, {category})")
+    print(f"wrote {out} ({image.height}x{image.width}, {category})" + (f" and {mask_out}" if mask_out else ""))
     return 0
+
+
+# --------------------------------------------------------------------------- automatic masks
+
+
+def _mask_path(out: Path) -> Path:
+    """Where --save-mask writes: next to the output, lossless whatever the output's format."""
+    return out.with_name(f"{out.stem}_mask.png")
+
+
+def _auto_mask(args: argparse.Namespace, person, category: str):
+    """The garment mask of the photo from the clothes parser (a one-line error when the garment is absent)."""
+    from igr.masking import ClothesParser, load_masking_config
+
+    config = load_masking_config()
+    if args.dilation is not None:
+        if args.dilation < 0:
+            raise IGRError(f"--dilation {args.dilation}: must be at least 0")
+        config.dilation = args.dilation
+    parser = ClothesParser.from_config(config, args.parser)
+    return parser.mask(person, category, name=str(args.person))
 
 
 # --------------------------------------------------------------------------- a folder
 
 
 def _run_batch(args: argparse.Namespace, size: tuple[int, int] | None) -> int:
-    for flag in ("out", "mask", "mask_from_parse"):
+    for flag in ("out", "mask", "mask_from_parse", "auto_mask", "save_mask"):
         if getattr(args, flag):
             raise IGRError(f"--{flag.replace('_', '-')} is for one image (--person); a folder uses --out-dir")
     if not args.out_dir:

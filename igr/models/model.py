@@ -79,6 +79,9 @@ class IGRModel(torch.nn.Module):
         self.vae = vae
         self.image_encoder = image_encoder
         self.prompts = prompts
+        # The unconditional CFG branch's GarmNet features (constant inputs): computed once, see unconditional().
+        self.cache_unconditional = True
+        self._uncond_cache: tuple[tuple, dict[str, torch.Tensor]] | None = None
 
     # --- parameters -------------------------------------------------------------------------------------
     def trainable_modules(self) -> list[torch.nn.Module]:
@@ -120,6 +123,54 @@ class IGRModel(torch.nn.Module):
     def eps(self, z_t: torch.Tensor, t: torch.Tensor, cond: Conditions) -> torch.Tensor:
         return self.denoiser(z_t, t, cond.text, cond.image_embeds, cond.garm_feats)
 
+    # --- classifier-free guidance ------------------------------------------------------------------------
+    @torch.no_grad()
+    def unconditional(self, inputs: Inputs) -> Conditions:
+        """The dropped branch of CFG (§3.1) for a batch like ``inputs``: empty prompt, zero image embedding, and
+        GarmNet's features of a zero latent and zero mask. Those inputs are constants, so the features are
+        computed once per model (and device, dtype, latent size) and reused. The cache key holds the version
+        counters of GarmNet's parameters (optimizer steps and ``load_state_dict`` bump them) and ``train()`` clears
+        it; a write through ``param.data`` bypasses both, so call :meth:`clear_unconditional_cache` after one."""
+        b = inputs.person_latent.shape[0]
+        text = self.prompts.empty(b).to(inputs.text)
+        image_embeds = torch.zeros_like(inputs.image_embeds)
+        if self.garmnet is None:
+            return Conditions(text, image_embeds, None)
+        z, m = inputs.person_latent[:1], inputs.mask[:1]
+        key = (z.shape, m.shape, z.dtype, z.device, text.dtype)
+        key += tuple((id(p), p._version) for p in self.garmnet.parameters())
+        if self.cache_unconditional and self._uncond_cache is not None and self._uncond_cache[0] == key:
+            feats = self._uncond_cache[1]
+        else:
+            feats = self.garmnet(torch.zeros_like(z), torch.zeros_like(m), text[:1])  # {layer: (1,N,C)}
+            self._uncond_cache = (key, feats) if self.cache_unconditional else None
+        return Conditions(text, image_embeds, {k: v.expand(b, -1, -1) for k, v in feats.items()})
+
+    def clear_unconditional_cache(self) -> None:
+        self._uncond_cache = None
+
+    def train(self, mode: bool = True):
+        self._uncond_cache = None  # weights are about to change
+        return super().train(mode)
+
+    def sampling_conditions(self, inputs: Inputs, guidance_scale: float) -> Conditions:
+        """Conditions for sampling: the conditional branch alone at s = 1 (eq. 2 reduces to it), else the
+        conditional (first B) and unconditional (last B) branches stacked for one batched UNet call."""
+        cond = self.conditions(inputs)
+        if guidance_scale == 1.0:
+            return cond
+        unc = self.unconditional(inputs)
+        feats = None
+        if cond.garm_feats is not None:
+            feats = {k: torch.cat([v, unc.garm_feats[k]]) for k, v in cond.garm_feats.items()}
+        return Conditions(torch.cat([cond.text, unc.text]), torch.cat([cond.image_embeds, unc.image_embeds]), feats)
+
+    def denoise_fn(self, cond: Conditions, guidance_scale: float):
+        """(z_t, t) → guided prediction, for conditions from :meth:`sampling_conditions`."""
+        if guidance_scale == 1.0:
+            return lambda z, t: self.eps(z, t, cond)
+        return guided(lambda z, t: self.eps(z, t, cond), guidance_scale)
+
     # --- sampling -----------------------------------------------------------------------------------------
     @torch.no_grad()
     def restore(
@@ -136,7 +187,8 @@ class IGRModel(torch.nn.Module):
         latents: torch.Tensor | None = None,
         return_latents: bool = False,
     ) -> torch.Tensor:
-        """Restore garments: (B,3,H,W) in [0,1]. GarmNet runs once for both CFG branches, before the loop.
+        """Restore garments: (B,3,H,W) in [0,1]. GarmNet runs once, before the loop, on the conditional inputs
+        (the unconditional branch reuses the features cached by :meth:`unconditional`).
 
         ``generator`` may be one generator or one per image, on any device (the noise is drawn there and moved);
         ``latents`` gives z_T directly. Inputs may stay float32 while the model runs in fp16/bf16: the frozen
@@ -146,15 +198,9 @@ class IGRModel(torch.nn.Module):
         inputs = self.encode_inputs(person, mask, category)
         b, device = person.shape[0], person.device
         dtype = next(self.denoiser.parameters()).dtype
-        keep = torch.ones(b, dtype=torch.bool, device=device)
         try:
-            if guidance_scale == 1.0:  # eq. 2 with s = 1 is the conditional prediction alone: half the work
-                cond = self.conditions(inputs, keep)
-                denoise = lambda z, t: self.eps(z, t, cond)  # noqa: E731
-            else:
-                both = inputs.cat(inputs)  # (2B, ...): first half conditional, second half dropped
-                cond = self.conditions(both, torch.cat([keep, ~keep]))
-                denoise = guided(lambda z, t: self.eps(z, t, cond), guidance_scale)
+            # GarmNet runs once on the B conditional inputs; the unconditional branch's features are cached.
+            denoise = self.denoise_fn(self.sampling_conditions(inputs, guidance_scale), guidance_scale)
             if latents is None:
                 latents = randn_tensor(self.latent_shape(b), generator=generator, device=device, dtype=dtype)
             scheduler = inference_scheduler(self.diffusion, sampler)
