@@ -147,7 +147,7 @@ class ClothesParser:
         from transformers import SegformerForSemanticSegmentation, SegformerImageProcessor
         from transformers.utils import logging as hf_logging
 
-        from igr.models.weights import load_diffusers_model
+        from igr.weights_io import load_diffusers_model
 
         path = Path(path)
         was_on = hf_logging.is_progress_bar_enabled()

@@ -52,8 +52,8 @@ from igr.config import DiffusionConfig, SamplingConfig, load_model_config, model
 from igr.errors import IGRError, WeightsError
 from igr.models import IGRModel, build_model
 from igr.models.image_encoder import garment_crop
-from igr.models.weights import check_shapes, read_state_dict
 from igr.sampling import inference_scheduler
+from igr.weights_io import check_shapes, read_state_dict
 
 DTYPES = {
     "float32": torch.float32,
