@@ -7,6 +7,7 @@ import time
 
 import lightning as L
 import torch
+from diffusers.training_utils import EMAModel
 from lightning.pytorch.utilities import grad_norm, rank_zero_only
 
 from igr.sampling import image_generators
@@ -93,6 +94,14 @@ def make_grid(batch: dict, restored: torch.Tensor) -> torch.Tensor:
     return torch.cat(list(rows), dim=-2).clamp(0, 1)
 
 
+class _ConstantDecayEMA(EMAModel):
+    """EMAModel without warm-up: every update, the first included, uses ``decay`` (diffusers' schedule returns 0
+    for the first update and ramps up from there)."""
+
+    def get_decay(self, optimization_step: int) -> float:
+        return self.decay
+
+
 class EMA(L.Callback):
     """Exponential moving average of the trainable weights (off by default, as in the paper), with diffusers'
     :class:`~diffusers.training_utils.EMAModel` doing the arithmetic.
@@ -101,9 +110,9 @@ class EMA(L.Callback):
       is below bf16's resolution near 1 and would be lost.
     - It steps once per optimizer step (``trainer.global_step`` advanced), not per micro-batch, so
       ``accumulate_grad_batches`` does not change the averaging horizon.
-    - Warm-up (``warmup=True``, diffusers' default schedule): the decay of step k is min(decay, (1+k)/(10+k)), so
-      the early shadow is not dominated by the random or pretrained start. ``warmup=False`` uses ``decay`` from
-      the first step.
+    - Warm-up (``warmup=True``, diffusers' schedule): the first update copies the weights and update k > 1 uses
+      min(decay, k/(9+k)), so the shadow is not dominated by the starting weights. ``warmup=False`` uses
+      ``decay`` from the first update.
 
     The averaged weights replace the live ones during validation and are stored in checkpoints under
     ``ema_state`` (name → fp32 tensor), which ``igr export --ema`` writes into the pipeline folder.
@@ -125,15 +134,10 @@ class EMA(L.Callback):
         return {n: p for n, p in pl_module.named_parameters() if p.requires_grad}
 
     def _build(self, pl_module) -> None:
-        from diffusers.training_utils import EMAModel
-
         params = self._params(pl_module)
         self._names = list(params)
-        self.ema = EMAModel(
-            [p.detach().float() for p in params.values()],  # EMAModel clones these: an fp32 shadow
-            decay=self.decay,
-            min_decay=0.0 if self.warmup else self.decay,  # min_decay = decay: constant decay, no warm-up
-        )
+        cls = EMAModel if self.warmup else _ConstantDecayEMA
+        self.ema = cls([p.detach().float() for p in params.values()], decay=self.decay)  # cloned: an fp32 shadow
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if self.ema is None:
@@ -198,7 +202,7 @@ class EMA(L.Callback):
             if missing:
                 raise ValueError(f"checkpoint EMA state lacks {len(missing)} parameter(s), e.g. {missing[0]}")
             device = self.ema.shadow_params[0].device if self.ema.shadow_params else None
-            self.ema.shadow_params = [shadow[n].float().to(device) for n in self._names]
+            self.ema.shadow_params = [shadow[n].to(device, torch.float32, copy=True) for n in self._names]
         cb = pending.get("callback") or {}
         if "optimization_step" in cb:
             self.ema.optimization_step = int(cb["optimization_step"])
