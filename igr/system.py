@@ -127,7 +127,7 @@ class IGRSystem(L.LightningModule):
         state = self.noise_generator.get_state().to(self.device)
         gathered = self.all_gather(state) if self._trainer is not None else state
         gathered = gathered if gathered.dim() == 2 else gathered[None]  # one process: no rank axis
-        checkpoint["noise_rng"] = [g.cpu() for g in gathered]
+        checkpoint["noise_rng"] = [g.cpu().clone() for g in gathered]  # own storage each (set_state needs it)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._resumed = True
@@ -143,7 +143,8 @@ class IGRSystem(L.LightningModule):
             return
         if self.noise_generator is None:
             self.noise_generator = torch.Generator()
-        self.noise_generator.set_state(states[rank].cpu().to(torch.uint8))
+        # A copy with its own storage: set_state crashes on a view into a larger one (older checkpoints).
+        self.noise_generator.set_state(states[rank].to("cpu", torch.uint8).clone())
 
     # --- loss ---------------------------------------------------------------------------------------------
     def draw(self, b: int, shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> Draws:
