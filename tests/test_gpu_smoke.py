@@ -24,7 +24,12 @@ def test_without_cuda_it_stops_at_once_with_one_line():
     )
 
 
-def test_arguments_and_bad_values():
+def test_arguments_bad_values_and_the_json_name():
+    assert gpu_smoke.card_file("o", "NVIDIA H100 80GB HBM3").as_posix() == "o/NVIDIA_H100_80GB_HBM3.json"
+    cfg = gpu_smoke.smoke_config(CONFIG_DIR / "model" / "sd15.yaml", (1024, 768))
+    assert (cfg.sd_path, cfg.vae_path, cfg.ip_adapter_path, cfg.image_encoder_path) == (None,) * 4
+    assert cfg.resolution == (1024, 768) and cfg.gradient_checkpointing and cfg.unet["block_out_channels"] == [
+        320, 640, 1280, 1280]
     args = gpu_smoke.parse_args([])
     assert (args.size, args.batch, args.steps, args.stage) == ((1024, 768), 8, 20, 2)
     assert args.config == "configs/model/sd15.yaml"
@@ -42,7 +47,6 @@ def test_the_smoke_model_is_sd15_at_random_init_with_checkpointing():
     counts = parameter_counts(build_parts(dataclasses.replace(cfg, gradient_checkpointing=False), meta=True))
     assert 855e6 < counts["denoiser"] < 865e6  # SD1.5's UNet: 859.5 M
     assert 855e6 < counts["garmnet"] < 865e6 and 20e6 < counts["adapter"] < 25e6
-    assert gpu_smoke.card_file("o", "NVIDIA H100 80GB HBM3").as_posix() == "o/NVIDIA_H100_80GB_HBM3.json"
 
 
 def test_the_training_harness_runs_tiny_in_bf16_on_the_cpu():

@@ -237,12 +237,12 @@ def test_bf16_fits_run(shards, tmp_path, precision):
 def test_init_from_is_needed_only_by_a_fresh_fit(shards, tmp_path, capsys):
     """The fine-tune starts from the coarse checkpoint; resuming it and load_from_checkpoint must not need that
     file any more (init_from used to be applied again in __init__). A fresh fit with a missing file fails."""
+    from igr.config import load_diffusion_config
     from igr.system import IGRSystem
 
-    coarse = tmp_path / "coarse"
-    assert main([*_demo_fit_args(shards, coarse, steps=2), *NO_VAL]) == 0
-    start = tmp_path / "start.ckpt"
-    (coarse / "checkpoints" / "last.ckpt").rename(start)
+    coarse = IGRSystem(diffusion=load_diffusion_config(CONFIG_DIR / "experiment" / "demo.yaml"))
+    start = tmp_path / "start.ckpt"  # a checkpoint's layout: state_dict + hyper_parameters
+    torch.save({"state_dict": coarse.state_dict(), "hyper_parameters": dict(coarse.hparams)}, start)
     fine = tmp_path / "fine"
     args = [*_demo_fit_args(shards, fine, steps=2), *NO_VAL, f"--model.init_from={start}"]
     assert main(args) == 0
