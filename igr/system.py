@@ -68,7 +68,8 @@ class IGRSystem(L.LightningModule):
             optim: AdamW settings (paper: lr 1e-5).
             sampling: DDIM steps and guidance used by validation sampling and metrics.
             init_from: start the trainable weights from a checkpoint (``.ckpt``) or exported pipeline folder —
-                how the HQFT fine-tune starts from the coarse run (paper §3.3).
+                how the HQFT fine-tune starts from the coarse run (paper §3.3). Applied once, when a fresh fit
+                starts (``setup``); a resume or ``load_from_checkpoint`` does not read it.
         """
         super().__init__()
         if isinstance(model, dict):  # from a checkpoint's hyper-parameters
