@@ -265,3 +265,16 @@ def test_one_step_in_the_deepspeed_bf16_regime(batch):
     grads = [p.grad for p in system.trainable_parameters() if p.grad is not None]
     assert grads and all(g.dtype == torch.bfloat16 for g in grads)
     opt.step()
+
+
+def test_gradient_clipping_has_one_place():
+    """OptimConfig.max_grad_norm was never read (clipping came from the trainer). It is gone; the experiment
+    configs set trainer.gradient_clip_val, and checkpoints that still carry the old key load."""
+    from omegaconf import OmegaConf
+
+    from igr.config import CONFIG_DIR, OptimConfig
+
+    assert "max_grad_norm" not in OptimConfig.__dataclass_fields__
+    for name in ("coarse", "finetune", "demo", "demo_finetune"):
+        assert OmegaConf.load(CONFIG_DIR / "experiment" / f"{name}.yaml").trainer.gradient_clip_val == 1.0, name
+    assert IGRSystem(optim={"lr": 1e-4, "max_grad_norm": 1.0}).optim.lr == 1e-4
