@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-all lint format info info-sd15 demo demo-long train-coarse finetune eval \
-        eval-guidance ablate download-weights app browser clean
+        eval-guidance ablate download-weights app browser gpu-smoke clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -87,6 +87,9 @@ ablate: $(STAMP) ## Table 2: w/o GarmNet, w/o HQFT, full (pipelines from the thr
 	$(BIN)/igr eval --model outputs/ablate-no-garmnet/pipeline --name "w/o GarmNet" \
 		--model outputs/coarse/pipeline --name "w/o HQFT" --model $(MODEL) --name "Ours" \
 		--shards $(PAIRED) --unpaired-shards $(UNPAIRED) --real $(PAIRED) -c $(METRICS) --out outputs/ablate --overwrite
+
+gpu-smoke: $(STAMP) ## one GPU, <= 8 min, no downloads: sd15 random init, 20 DeepSpeed ZeRO-2 bf16 steps + restore bench at 1024x768 -> outputs/gpu-smoke/<card>.json
+	$(BIN)/python -m igr.commands.gpu_smoke --out outputs/gpu-smoke
 
 clean: ## remove generated shards and outputs (keeps .venv)
 	rm -rf shards outputs lightning_logs

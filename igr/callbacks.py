@@ -7,7 +7,10 @@ import time
 
 import lightning as L
 import torch
+from diffusers.training_utils import EMAModel
 from lightning.pytorch.utilities import grad_norm, rank_zero_only
+
+from igr.sampling import image_generators
 
 
 class ThroughputLogger(L.Callback):
@@ -73,8 +76,9 @@ class ImageLogger(L.Callback):
         b = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in fixed.items()}
         was_training = pl_module.training
         pl_module.eval()
-        gen = torch.Generator(device=dev).manual_seed(self.seed)
-        restored = pl_module.restore(b, num_inference_steps=self.steps, generator=gen)
+        keys = b.get("key") or [str(i) for i in range(len(b["person"]))]
+        gens = image_generators(self.seed, keys)  # per image, on the CPU (igr.sampling)
+        restored = pl_module.restore(b, num_inference_steps=self.steps, generator=gens)
         pl_module.train(was_training)
         logger.experiment.add_image("val/person|mask|restored|target", make_grid(b, restored), step)
 
@@ -90,66 +94,124 @@ def make_grid(batch: dict, restored: torch.Tensor) -> torch.Tensor:
     return torch.cat(list(rows), dim=-2).clamp(0, 1)
 
 
+class _ConstantDecayEMA(EMAModel):
+    """EMAModel without warm-up: every update, the first included, uses ``decay`` (diffusers' schedule returns 0
+    for the first update and ramps up from there)."""
+
+    def get_decay(self, optimization_step: int) -> float:
+        return self.decay
+
+
 class EMA(L.Callback):
-    """Exponential moving average of the trainable weights (off by default, as in the paper).
+    """Exponential moving average of the trainable weights (off by default, as in the paper), with diffusers'
+    :class:`~diffusers.training_utils.EMAModel` doing the arithmetic.
+
+    - The shadow is fp32 whatever the parameters' dtype: under bf16 (DeepSpeed) an update of weight 1 − 0.999
+      is below bf16's resolution near 1 and would be lost.
+    - It steps once per optimizer step (``trainer.global_step`` advanced), not per micro-batch, so
+      ``accumulate_grad_batches`` does not change the averaging horizon.
+    - Warm-up (``warmup=True``, diffusers' schedule): the first update copies the weights and update k > 1 uses
+      min(decay, k/(9+k)), so the shadow is not dominated by the starting weights. ``warmup=False`` uses
+      ``decay`` from the first update.
 
     The averaged weights replace the live ones during validation and are stored in checkpoints under
-    ``ema_state`` so ``igr export --ema`` can write them.
+    ``ema_state`` (name → fp32 tensor), which ``igr export --ema`` writes into the pipeline folder.
     """
 
-    def __init__(self, decay: float = 0.999) -> None:
+    def __init__(self, decay: float = 0.999, warmup: bool = True) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay={decay}: expected 0 <= decay < 1")
         self.decay = decay
-        self.shadow: dict[str, torch.Tensor] | None = None
-        self._backup: dict[str, torch.Tensor] | None = None
+        self.warmup = warmup
+        self.ema = None  # diffusers EMAModel, built at fit start
+        self._names: list[str] = []
+        self._last_step: int | None = None
+        self._pending: dict | None = None  # state restored from a checkpoint before the shadow exists
+        self._swapped = False
 
-    def _params(self, pl_module) -> dict[str, torch.nn.Parameter]:
+    @staticmethod
+    def _params(pl_module) -> dict[str, torch.nn.Parameter]:
         return {n: p for n, p in pl_module.named_parameters() if p.requires_grad}
 
+    def _build(self, pl_module) -> None:
+        params = self._params(pl_module)
+        self._names = list(params)
+        cls = EMAModel if self.warmup else _ConstantDecayEMA
+        self.ema = cls([p.detach().float() for p in params.values()], decay=self.decay)  # cloned: an fp32 shadow
+
     def on_fit_start(self, trainer, pl_module) -> None:
-        if self.shadow is None:
-            self.shadow = {n: p.detach().clone() for n, p in self._params(pl_module).items()}
+        if self.ema is None:
+            self._build(pl_module)
+        if self._pending is not None:
+            self._restore(self._pending)
+            self._pending = None
+        self._last_step = trainer.global_step
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        for n, p in self._params(pl_module).items():
-            self.shadow[n].lerp_(p.detach(), 1 - self.decay)
+        if trainer.global_step == self._last_step:  # a micro-batch of an accumulation: no optimizer step yet
+            return
+        self._last_step = trainer.global_step
+        self.ema.step(self._params(pl_module).values())
 
-    def _swap_in(self, pl_module) -> None:
-        params = self._params(pl_module)
-        self._backup = {n: p.detach().clone() for n, p in params.items()}
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(self.shadow[n])
-
-    def _swap_out(self, pl_module) -> None:
-        with torch.no_grad():
-            for n, p in self._params(pl_module).items():
-                p.copy_(self._backup[n])
-        self._backup = None
-
+    # --- validation with the averaged weights -------------------------------------------------------------
     def on_validation_start(self, trainer, pl_module) -> None:
-        if self.shadow is not None and not trainer.sanity_checking:
-            self._swap_in(pl_module)
+        if self.ema is not None and not trainer.sanity_checking:
+            params = list(self._params(pl_module).values())
+            self.ema.store(params)
+            self.ema.copy_to(params)
+            self._swapped = True
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if self._backup is not None:
-            self._swap_out(pl_module)
+        if self._swapped:
+            self.ema.restore(list(self._params(pl_module).values()))
+            self._swapped = False
+
+    # --- checkpoints: the shadow once, by name (ema_state); the schedule in the callback state ------------
+    def shadow(self) -> dict[str, torch.Tensor]:
+        """Parameter name → fp32 averaged tensor."""
+        return dict(zip(self._names, self.ema.shadow_params)) if self.ema is not None else {}
 
     def state_dict(self) -> dict:
-        return {"decay": self.decay, "shadow": self.shadow}
+        if self.ema is None:
+            return {"decay": self.decay, "warmup": self.warmup}
+        state = {k: v for k, v in self.ema.state_dict().items() if k != "shadow_params"}
+        return {**state, "warmup": self.warmup}
 
     def load_state_dict(self, state: dict) -> None:
-        self.decay = state["decay"]
-        self.shadow = state["shadow"]
+        self._pending = {**(self._pending or {}), "callback": dict(state)}
+        if self.ema is not None:  # DeepSpeed restores after fit start
+            self._restore(self._pending)
+            self._pending = None
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        if self.shadow is not None:
-            checkpoint["ema_state"] = {k: v.detach().cpu() for k, v in self.shadow.items()}
+        if self.ema is not None:
+            checkpoint["ema_state"] = {k: v.detach().cpu() for k, v in self.shadow().items()}
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if "ema_state" in checkpoint:
+            self._pending = {**(self._pending or {}), "shadow": checkpoint["ema_state"]}
+            if self.ema is not None:  # DeepSpeed restores after fit start
+                self._restore(self._pending)
+                self._pending = None
+
+    def _restore(self, pending: dict) -> None:
+        shadow = pending.get("shadow")
+        if shadow is not None:
+            missing = [n for n in self._names if n not in shadow]
+            if missing:
+                raise ValueError(f"checkpoint EMA state lacks {len(missing)} parameter(s), e.g. {missing[0]}")
+            device = self.ema.shadow_params[0].device if self.ema.shadow_params else None
+            self.ema.shadow_params = [shadow[n].to(device, torch.float32, copy=True) for n in self._names]
+        cb = pending.get("callback") or {}
+        if "optimization_step" in cb:
+            self.ema.optimization_step = int(cb["optimization_step"])
 
     def copy_into(self, pl_module) -> L.LightningModule:
         """A copy of the module carrying the averaged weights."""
         clone = copy.deepcopy(pl_module)
+        params = self._params(clone)
         with torch.no_grad():
-            for n, p in self._params(clone).items():
-                p.copy_(self.shadow[n])
+            for n, v in self.shadow().items():
+                params[n].copy_(v)
         return clone

@@ -71,7 +71,8 @@ class OptimConfig:
     weight_decay: float = _paper("optim", "weight_decay")
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
-    max_grad_norm: float | None = 1.0
+    # Gradient clipping is the trainer's ``gradient_clip_val`` (the one setting every strategy, DeepSpeed
+    # included, applies); the experiment configs set it.
 
     def __post_init__(self) -> None:
         # Checked here, when the config is built: AdamW would only refuse a bad value once the run folder,

@@ -126,6 +126,7 @@ def evaluate(
     from igr.export import load_pipeline
     from igr.metrics import MetricsConfig, MetricSuite
     from igr.metrics.report import ReportRow, save_sample_grid, write_report
+    from igr.sampling import image_generators
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -181,12 +182,12 @@ def evaluate(
             start = time.perf_counter()
             with Progress(*columns) as progress:
                 task = progress.add_task(name, total=total)
-                for i, b in enumerate(_batches(test_shards, size, batch_size, limit, paired)):
+                for b in _batches(test_shards, size, batch_size, limit, paired):
                     if spec is None:
                         pred = masked_crop_baseline(b["person"], b["mask"], size)
                     else:
                         model, sampling = spec
-                        gen = torch.Generator(device=device).manual_seed(seed + i)
+                        gen = image_generators(seed, b["key"])  # per image, by key (igr.sampling)
                         pred = model.restore(
                             b["person"].to(device),
                             b["mask"].to(device),

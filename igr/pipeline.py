@@ -278,7 +278,7 @@ class IGRPipeline:
         """Build from a model YAML (e.g. ``configs/model/sd15.yaml`` with local weight paths) and load the
         trained GarmNet/denoiser/adapter weights from ``weights``: a Lightning ``.ckpt`` or a pipeline folder.
         Without ``weights`` the trainable parts keep their initialisation (SD1.5, or random for the tiny config)."""
-        from igr.system import load_trainable_weights  # lazily: it imports Lightning
+        from igr.models.init_weights import load_trainable_weights
 
         model = build_model(load_model_config(config))
         if weights is not None:

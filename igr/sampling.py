@@ -8,7 +8,8 @@ branches in one batched call (default) or as two calls (kept for the benchmark's
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
@@ -16,6 +17,20 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from igr.config import DiffusionConfig
 
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (z_t (B,C,h,w), t (B,)) -> eps (B,C,h,w)
+
+
+def image_seed(seed: int, key: str) -> int:
+    """The seed of the image named ``key`` in a request with seed ``seed``: ``seed + crc32(key)`` (mod 2⁶³)."""
+    return (int(seed) + zlib.crc32(str(key).encode("utf-8"))) % 2**63
+
+
+def image_generators(seed: int, keys: Sequence[str]) -> list[torch.Generator]:
+    """One CPU generator per image, seeded by :func:`image_seed` from the image's key (the sample key in shards,
+    the file stem for ``igr restore``). An image's noise then depends neither on the other images of the batch,
+    nor on the batch size or order, nor on the device (CPU generators; the noise is moved). ``igr restore``,
+    ``igr eval`` and the training callbacks seed this way; pass ``image_generators(seed, keys)`` as the
+    pipeline's ``generator`` to get the same images."""
+    return [torch.Generator().manual_seed(image_seed(seed, k)) for k in keys]
 
 
 def _schedule_kwargs(cfg: DiffusionConfig) -> dict:

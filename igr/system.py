@@ -1,11 +1,26 @@
 """``IGRSystem``: the LightningModule. It only wires the parts of :class:`igr.models.IGRModel` into a training
 step — encode the batch, drop conditions, add noise, ε-MSE — and an optimiser. Sampling lives in
 :mod:`igr.sampling`; metrics in :mod:`igr.metrics`.
+
+Precision and ranks, as a real run sees them (DESIGN.md §6):
+
+- Under DeepSpeed the parameters and the batch are bf16, buffers stay fp32 and no autocast runs. The frozen
+  preprocessing computes in fp32 and each trainable part casts its inputs once (``GarmNet``/``GarmDenoiser``);
+  noise, ``add_noise`` and the regression target are fp32.
+- Each rank draws ε, t and the condition-drop mask from its own CPU ``torch.Generator`` seeded with the global
+  seed (``seed_everything``) plus the global rank. The states of all ranks are saved in the checkpoint
+  (``noise_rng``) and restored on resume, so a resumed run continues the stream it would have drawn.
+- ``init_from`` is applied once, when a fit starts; a resumed run takes every weight from its own checkpoint and
+  ``load_from_checkpoint`` never reads the ``init_from`` file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -22,7 +37,19 @@ from igr.config import (
 )
 from igr.errors import IGRError
 from igr.models import IGRModel, build_model
+from igr.models.init_weights import load_trainable_weights
 from igr.sampling import training_scheduler, training_target
+
+__all__ = ["Draws", "IGRSystem", "load_trainable_weights"]
+
+
+@dataclass
+class Draws:
+    """The random draws of one training step (besides the VAE posterior sample)."""
+
+    keep: torch.Tensor  # (B,) bool: False = every condition of that sample dropped (p = diffusion.condition_drop)
+    noise: torch.Tensor  # (B,C,h,w) float32 ε
+    t: torch.Tensor  # (B,) long, uniform over the training timesteps
 
 
 class IGRSystem(L.LightningModule):
@@ -41,7 +68,8 @@ class IGRSystem(L.LightningModule):
             optim: AdamW settings (paper: lr 1e-5).
             sampling: DDIM steps and guidance used by validation sampling and metrics.
             init_from: start the trainable weights from a checkpoint (``.ckpt``) or exported pipeline folder —
-                how the HQFT fine-tune starts from the coarse run (paper §3.3).
+                how the HQFT fine-tune starts from the coarse run (paper §3.3). Applied once, when a fresh fit
+                starts (``setup``); a resume or ``load_from_checkpoint`` does not read it.
         """
         super().__init__()
         if isinstance(model, dict):  # from a checkpoint's hyper-parameters
@@ -64,25 +92,83 @@ class IGRSystem(L.LightningModule):
         for m in self.model.frozen_modules():
             m.requires_grad_(False)
         self.noise_scheduler = training_scheduler(self.diffusion)
-        if init_from:
-            load_trainable_weights(self.model, init_from)
+        self.init_from = init_from
+        self._init_from_missing = False
+        self._resumed = False
+        self.noise_generator: torch.Generator | None = None  # this rank's training stream (set in ``setup``)
+
+    # --- start of a fit: init_from, per-rank noise stream --------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage != "fit":
+            return
+        if self.init_from:
+            # Loaded here, before the strategy wraps or casts the module (DeepSpeed copies the weights into its
+            # fp32 master copy when it starts). On a resume the checkpoint's weights replace these right after,
+            # so there the file need not exist: whether it is missing is decided in on_train_start.
+            if Path(self.init_from).exists():
+                load_trainable_weights(self.model, self.init_from)
+            else:
+                self._init_from_missing = True
+        if self.noise_generator is None:
+            self.noise_generator = torch.Generator().manual_seed(self.noise_seed())
+
+    def noise_seed(self) -> int:
+        """The global seed (``seed_everything``; 0 when unset) plus this process's global rank."""
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        return int(os.environ.get("PL_GLOBAL_SEED", 0)) + rank
+
+    def on_train_start(self) -> None:
+        if self._init_from_missing and not self._resumed:
+            raise IGRError(f"{self.init_from}: init_from checkpoint not found")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Every rank runs this hook; rank 0 writes the file, so it carries every rank's stream.
+        if self.noise_generator is None:
+            return
+        state = self.noise_generator.get_state().to(self.device)
+        gathered = self.all_gather(state) if self._trainer is not None else state
+        gathered = gathered if gathered.dim() == 2 else gathered[None]  # one process: no rank axis
+        checkpoint["noise_rng"] = [g.cpu().clone() for g in gathered]  # own storage each (set_state needs it)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resumed = True
+        states = checkpoint.get("noise_rng")
+        if not states:
+            return  # a checkpoint from before per-rank streams: this rank starts afresh from its seed
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        if rank >= len(states):
+            warnings.warn(
+                f"checkpoint holds noise streams for {len(states)} ranks; rank {rank} starts a fresh one",
+                stacklevel=2,
+            )
+            return
+        if self.noise_generator is None:
+            self.noise_generator = torch.Generator()
+        # A copy with its own storage: set_state crashes on a view into a larger one (older checkpoints).
+        self.noise_generator.set_state(states[rank].to("cpu", torch.uint8).clone())
 
     # --- loss ---------------------------------------------------------------------------------------------
+    def draw(self, b: int, shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> Draws:
+        """Condition-drop mask, ε and t for a batch of ``b``, drawn on the CPU (``generator`` is a CPU generator
+        or None for the global RNG) and moved to ``device``: a seed draws the same numbers on any hardware."""
+        keep = torch.rand(b, generator=generator) >= self.diffusion.condition_drop
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+        t = torch.randint(0, self.diffusion.train_timesteps, (b,), generator=generator)
+        return Draws(keep.to(device), noise.to(device), t.to(device))
+
     def diffusion_loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
         person, mask, garment = batch["person"], batch["mask"], batch["garment"]
         b, dev = person.shape[0], person.device
-        z0 = self.model.vae.encode(garment, sample=True, generator=generator)  # (B,4,h,w) target latent
+        z0 = self.model.vae.encode(garment, sample=True, generator=generator).float()  # (B,4,h,w) target latent
         inputs = self.model.encode_inputs(person, mask, list(batch["category"]))
-        keep = torch.rand(b, device=dev, generator=generator) >= self.diffusion.condition_drop
-        cond = self.model.conditions(inputs, keep)
-        noise = torch.randn(z0.shape, device=dev, dtype=z0.dtype, generator=generator)
-        t = torch.randint(0, self.diffusion.train_timesteps, (b,), device=dev, generator=generator)
-        z_t = self.noise_scheduler.add_noise(z0, noise, t)
-        pred = self.model.eps(z_t, t, cond)  # ε̂, v̂ or ẑ_0 (diffusion.prediction_type)
-        return F.mse_loss(pred.float(), training_target(self.noise_scheduler, z0, noise, t).float())
+        d = self.draw(b, tuple(z0.shape), dev, generator)
+        cond = self.model.conditions(inputs, d.keep)
+        z_t = self.noise_scheduler.add_noise(z0, d.noise, d.t)  # fp32; the denoiser casts at its boundary
+        pred = self.model.eps(z_t, d.t, cond)  # ε̂, v̂ or ẑ_0 (diffusion.prediction_type)
+        return F.mse_loss(pred.float(), training_target(self.noise_scheduler, z0, d.noise, d.t).float())
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.diffusion_loss(batch)
+        loss = self.diffusion_loss(batch, generator=self.noise_generator)
         # Every rank takes the same decision, so DDP/DeepSpeed stop together; checkpoints already written
         # are left as they are (nothing is saved after a bad step).
         finite = bool(torch.isfinite(loss))
@@ -98,7 +184,7 @@ class IGRSystem(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         # Fixed noise per batch index, so val loss curves compare across epochs and runs.
-        gen = torch.Generator(device=batch["person"].device).manual_seed(1000 + batch_idx)
+        gen = torch.Generator().manual_seed(1000 + batch_idx)
         loss = self.diffusion_loss(batch, generator=gen)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["person"].shape[0])
         return loss
@@ -142,47 +228,9 @@ class IGRSystem(L.LightningModule):
 def _typed(cls, value):
     if value is None:
         return cls()
-    return cls(**value) if isinstance(value, dict) else value
-
-
-def load_trainable_weights(model: IGRModel, source: str) -> None:
-    """Copy GarmNet/denoiser(+adapter) weights from a Lightning checkpoint or a pipeline folder into ``model``."""
-    from pathlib import Path
-
-    from igr.export import load_checkpoint_state, read_pipeline_config
-    from igr.weights_io import load_into, read_state_dict
-
-    path = Path(source)
-    if path.is_dir() and (path / "model.yaml").is_file():
-        doc = read_pipeline_config(path)
-        _check_parameterisation(model, doc.get("diffusion"), path)
-        for name in ("garmnet", "denoiser"):
-            module = getattr(model, name)
-            if module is not None:
-                load_into(module, read_state_dict(path / f"{name}.safetensors"), path / f"{name}.safetensors")
-        return
-    if not path.exists():
-        raise IGRError(f"{path}: init_from checkpoint not found")
-    state, hparams = load_checkpoint_state(path)
-    _check_parameterisation(model, hparams.get("diffusion"), path)
-    for name in ("garmnet", "denoiser"):
-        module = getattr(model, name)
-        if module is None:
-            continue
-        prefix = f"model.{name}."
-        part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        load_into(module, part, f"{path} [{name}]")
-
-
-def _check_parameterisation(model: IGRModel, source: dict | None, path) -> None:
-    """Weights trained for one output parameterisation (ε, v, z_0; schedule) are wrong for another: refuse."""
-    if not source:
-        return
-    ours, default = dataclasses.asdict(model.diffusion), dataclasses.asdict(DiffusionConfig())
-    for key in ("prediction_type", "zero_terminal_snr"):
-        theirs = source.get(key, default[key])  # older checkpoints predate the option: SD1.5's ε
-        if theirs != ours[key]:
-            raise IGRError(
-                f"{path}: init_from weights were trained with diffusion.{key}={theirs}, this run has "
-                f"{ours[key]}; set model.diffusion.{key} to match"
-            )
+    if isinstance(value, dict):
+        value = dict(value)
+        if cls is OptimConfig:
+            value.pop("max_grad_norm", None)  # checkpoints from before clipping moved to trainer.gradient_clip_val
+        return cls(**value)
+    return value

@@ -26,4 +26,4 @@ def test_data_config_builds(path):
 def test_curate_config_is_the_default():
     assert DEFAULT_CONFIG.is_file()
     cfg = load_config(None, [])
-    assert cfg.extreme_action == "fix" and cfg.keep_fraction is None
+    assert cfg.extreme_action == "fix" and cfg.keep_fraction == 0.2  # the paper's HQFT share (configs/paper.yaml)

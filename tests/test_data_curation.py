@@ -141,3 +141,19 @@ def test_curate_cli_keep_list(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "removed by not_in_keep_list: 6" in text and "1 key(s) of the keep list are not in" in text
     assert main(["curate", src, "--out", str(tmp_path / "x"), "--keep-list", str(tmp_path / "nope.txt")]) == 2
+
+
+def test_the_fine_tune_set_is_the_papers_20_percent_by_default(tmp_path, capsys):
+    """configs/paper.yaml's hqft_keep_fraction drives the default (it used to be null: 78 % of the synthetic set
+    passed the rules and all of it was kept). `--set keep_fraction=null` keeps every sample that passes."""
+    from igr.config import PAPER
+
+    assert PAPER["hqft_keep_fraction"] == 0.2
+    assert load_config(None, []).keep_fraction == 0.2 and CurationConfig().keep_fraction == 0.2
+    src = str(tmp_path / "coarse")
+    write_synthetic(src, 30, size=(128, 96), defect_fraction=0.3, seed=4)
+    assert main(["curate", src, "--out", str(tmp_path / "hqft")]) == 0
+    report = json.load(open(tmp_path / "hqft" / "curation-report.json"))
+    assert report["kept"] == 6 and report["removed"]["below_keep_fraction"] > 0  # round(0.2 * 30)
+    assert main(["curate", src, "--out", str(tmp_path / "all"), "--set", "keep_fraction=null"]) == 0
+    assert json.load(open(tmp_path / "all" / "curation-report.json"))["kept"] > 6

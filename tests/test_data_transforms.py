@@ -126,3 +126,20 @@ def test_tensor_round_trip():
     t = image_to_tensor(a)
     assert t.shape == (3, 8, 6) and t.dtype == torch.float32 and t.min() >= -1 and t.max() <= 1
     assert (tensor_to_image(t) == a).all()
+
+
+def test_no_flip_by_default():
+    """The paper does not flip, and a flip mirrors logos and text into the garment target. Catches hflip_p > 0
+    coming back as the default of the augmentation, the DataModule or the synthetic data config."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from igr.config import CONFIG_DIR
+    from igr.data import IGRDataModule
+
+    rng = random.Random(0)
+    assert not any(PairedAugment().draw(rng, (64, 48)).flip for _ in range(200))
+    assert inspect.signature(IGRDataModule.__init__).parameters["hflip_p"].default == 0.0
+    for path in (CONFIG_DIR / "data").glob("*.yaml"):
+        assert OmegaConf.load(path).get("hflip_p", 0.0) == 0.0, path

@@ -24,7 +24,15 @@ def test_masked_crop_baseline_keeps_only_the_garment_on_white():
     assert out[:, :2].eq(1).all() and out[:, 6:].eq(1).all() and out[:, 2:6].lt(0.1).all()
 
 
-def test_demo_quick_profile_runs_every_stage(tmp_path):
+def test_demo_quick_profile_runs_every_stage(tmp_path, monkeypatch):
+    # The demo's eval reads the default metrics config, whose weights_dir (weights/metrics) is relative to the
+    # working directory: run in a fresh one (with the demo's configs/ paths), so that `make download-weights` in
+    # the checkout changes nothing here.
+    from igr.config import CONFIG_DIR
+
+    (tmp_path / "weights" / "metrics").mkdir(parents=True)
+    (tmp_path / "configs").symlink_to(CONFIG_DIR, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
     stale = out / "coarse" / "checkpoints" / "last.ckpt"  # a previous demo's run: must not be fine-tuned from
     stale.parent.mkdir(parents=True)

@@ -29,8 +29,12 @@ def _run(capsys, *argv):
 def test_paired_happy_path(folders, capsys):
     root, pred, gt = folders
     out = root / "out"
+    empty = root / "no-weights"  # not the checkout's weights/metrics, which `make download-weights` fills
+    empty.mkdir()
+    cfg = root / "metrics.yaml"
+    cfg.write_text(f"weights_dir: {empty}\n")
     rc, stdout, _ = _run(
-        capsys, "--pred", root / "pred", "--gt", root / "gt", "--size", "64x48", "--out", out
+        capsys, "--pred", root / "pred", "--gt", root / "gt", "--size", "64x48", "--weights-config", cfg, "--out", out
     )
     assert rc == 0
     assert files_in(out) == ["metrics.csv", "metrics.json", "report.md", "samples.jpg"]
@@ -38,7 +42,7 @@ def test_paired_happy_path(folders, capsys):
     (row,) = data["rows"]
     assert row["name"] == "pred" and row["unpaired"] is None
     assert row["paired"]["ssim"] == pytest.approx(ssim_pinned(pred, gt).mean().item(), abs=1e-12)
-    assert row["paired"]["fid"] == "n/a (no Inception weights at weights/metrics/inception-2015-12-05.pt)"
+    assert row["paired"]["fid"] == f"n/a (no Inception weights at {empty / 'inception-2015-12-05.pt'})"
     md = (out / "report.md").read_text()
     assert "scored at 64×48" in md and "Not the paper's protocol resolution" in md
     assert "ssim: " in stdout

@@ -140,3 +140,44 @@ def test_garmnet_timestep_comes_from_the_diffusion_config(tiny_config):
 
     assert build_model(tiny_config).garmnet.timestep == 0  # the paper's t = 0
     assert build_model(tiny_config, DiffusionConfig(garmnet_timestep=7)).garmnet.timestep == 7
+
+
+@pytest.mark.parametrize("offset", range(4))
+def test_a_thin_strap_reaches_garmnet_at_every_offset(tiny_model, offset):
+    """A 3-px strap in the tiny world's 4×4 latent cells (SD1.5: 6 px in 8×8), at every horizontal offset. GarmNet's
+    mask channel must hold the strap's whole area: 3/4 of a cell column, or split over two. Catches nearest
+    sampling (one pixel per cell: the strap is kept at some offsets and vanishes at others)."""
+    m = tiny_model
+    mask = torch.zeros(1, 1, 64, 48)
+    mask[..., 8:56, 20 + offset : 23 + offset] = 1  # rows 8..55 (12 cells), columns 20+o .. 22+o
+    seen = {}
+    hook = m.garmnet.unet.conv_in.register_forward_pre_hook(lambda mod, args: seen.setdefault("x", args[0]))
+    try:
+        m.garmnet(torch.zeros(1, 4, 16, 12), mask, torch.zeros(1, 77, 32))
+    finally:
+        hook.remove()
+    small = seen["x"][0, 4]  # (16, 12): GarmNet's mask channel
+    expected = torch.zeros(16, 12)
+    for col in range(20 + offset, 23 + offset):  # each strap pixel column adds 1/4 to its cell column
+        expected[2:14, col // 4] += 0.25
+    torch.testing.assert_close(small, expected)
+
+
+def test_guidance_combines_the_conditional_and_dropped_halves_as_eq_2(tiny_model, batch, monkeypatch):
+    """restore() hands the sampler ε(∅) + s·(ε(c) − ε(∅)). A fake denoiser returns 5 where it sees the conditions
+    and 2 where they were dropped (empty prompt, zero image embedding); the sampler is replaced by one call of the
+    guided function. Catches swapped halves (5 + s·(2 − 5)), a wrong formula, or guidance applied at s = 1."""
+    import igr.models.model as model_module
+
+    m = tiny_model
+    empty = m.prompts.embeddings[-1]
+
+    def fake_eps(z_t, t, cond):
+        dropped = (cond.text == empty).flatten(1).all(1) & (cond.image_embeds == 0).all(1)
+        return torch.where(dropped, 2.0, 5.0).view(-1, 1, 1, 1).expand_as(z_t).clone()
+
+    monkeypatch.setattr(m, "eps", fake_eps)
+    monkeypatch.setattr(model_module, "sample", lambda fn, z, *a, **k: fn(z, torch.zeros(z.shape[0], dtype=torch.long)))
+    for s, want in ((1.5, 2 + 1.5 * (5 - 2)), (2.5, 2 + 2.5 * (5 - 2)), (1.0, 5.0)):
+        out = m.restore(batch["person"], batch["mask"], batch["category"], guidance_scale=s, return_latents=True)
+        torch.testing.assert_close(out, torch.full_like(out, want))

@@ -65,8 +65,10 @@ def test_gradient_checkpointing_gives_the_same_gradients(batch, tiny_config):
         torch.testing.assert_close(grads[0][k], grads[1][k], atol=1e-6, rtol=1e-5, msg=k)
 
 
-def test_v_prediction_loss_regresses_the_velocity(batch):
-    """With prediction_type v the loss is ‖f(z_t) − (α·ε − σ·z_0)‖², recomputed here from the same draws."""
+def test_v_prediction_loss_regresses_the_velocity(batch, monkeypatch):
+    """With prediction_type v the loss is ‖f(z_t) − (α·ε − σ·z_0)‖². z_0, the draws and z_t are captured where
+    the system produces them and the target is rebuilt from α, σ by hand (no call into conditions()). Catches: the
+    ε target under v, z_t mixed with the wrong coefficients."""
     import torch.nn.functional as F
 
     from igr.config import DiffusionConfig
@@ -74,20 +76,78 @@ def test_v_prediction_loss_regresses_the_velocity(batch):
     diffusion = DiffusionConfig(prediction_type="v_prediction", zero_terminal_snr=True, timestep_spacing="trailing")
     torch.manual_seed(0)
     system = IGRSystem(diffusion=diffusion).eval()
+    seen = {}
+    encode, draw = system.model.vae.encode, system.draw
+    monkeypatch.setattr(system.model.vae, "encode", lambda *a, **k: seen.setdefault("z0", encode(*a, **k)))
+    monkeypatch.setattr(system, "draw", lambda *a, **k: seen.setdefault("d", draw(*a, **k)))
+    pred = torch.randn(2, 4, 16, 12, generator=torch.Generator().manual_seed(3))
+
+    def fake_eps(z_t, t, cond):
+        seen["z_t"], seen["t"] = z_t, t
+        return pred
+
+    monkeypatch.setattr(system.model, "eps", fake_eps)
     loss = system.diffusion_loss(batch, generator=torch.Generator().manual_seed(5))
 
-    g = torch.Generator().manual_seed(5)  # replay diffusion_loss's draws in its order
-    z0 = system.model.vae.encode(batch["garment"], sample=True, generator=g)
-    inputs = system.model.encode_inputs(batch["person"], batch["mask"], list(batch["category"]))
-    keep = torch.rand(2, generator=g) >= diffusion.condition_drop
-    noise = torch.randn(z0.shape, generator=g)
-    t = torch.randint(0, 1000, (2,), generator=g)
+    z0, noise, t = seen["z0"].float(), seen["d"].noise, seen["d"].t
+    assert torch.equal(seen["t"], t)
     acp = system.noise_scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
-    z_t = acp.sqrt() * z0 + (1 - acp).sqrt() * noise
-    pred = system.model.eps(z_t, t, system.model.conditions(inputs, keep))
-    expected = F.mse_loss(pred, acp.sqrt() * noise - (1 - acp).sqrt() * z0)
+    torch.testing.assert_close(seen["z_t"], acp.sqrt() * z0 + (1 - acp).sqrt() * noise)
+    expected = ((pred - (acp.sqrt() * noise - (1 - acp).sqrt() * z0)) ** 2).mean()
     torch.testing.assert_close(loss, expected)
     assert not torch.allclose(loss, F.mse_loss(pred, noise))  # not the ε loss
+
+
+# --- init_from ----------------------------------------------------------------------------------------------
+def _trainable_state(system: IGRSystem) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in system.state_dict().items() if k.startswith(("model.garmnet.", "model.denoiser."))}
+
+
+def _save_ckpt(system: IGRSystem, path):
+    """The layout of a Lightning checkpoint (state_dict + hyper_parameters), as ``init_from`` reads it."""
+    torch.save({"state_dict": system.state_dict(), "hyper_parameters": dict(system.hparams)}, path)
+    return path
+
+
+def test_init_from_loads_the_trainable_weights_once_when_the_fit_starts(tmp_path):
+    """Catches: init_from loading nothing (or only one part), loading frozen parts, and loading in __init__ —
+    which made every resume and load_from_checkpoint need the coarse file."""
+    from igr.export import export_pipeline
+
+    torch.manual_seed(1)
+    source = IGRSystem()
+    want = _trainable_state(source)
+    sources = {"ckpt": _save_ckpt(source, tmp_path / "coarse.ckpt"), "pipeline": export_pipeline(source.model, tmp_path / "p")}
+    for kind, path in sources.items():
+        torch.manual_seed(2)
+        fresh = IGRSystem(init_from=str(path))
+        own = _trainable_state(fresh)
+        vae_before = {k: v.clone() for k, v in fresh.model.vae.state_dict().items()}
+        assert any(not torch.equal(own[k], want[k]) for k in want), f"{kind}: loaded in __init__"
+        fresh.setup("fit")
+        got = _trainable_state(fresh)
+        assert got.keys() == want.keys()
+        for k in want:
+            assert torch.equal(got[k], want[k]), f"{kind}: {k} not loaded"
+        for k, v in fresh.model.vae.state_dict().items():
+            assert torch.equal(v, vae_before[k]), f"{kind}: frozen VAE {k} changed"
+
+
+def test_init_from_refuses_other_architectures(tmp_path, tiny_config):
+    """Catches a loader that skips keys or shapes it cannot use (a half-loaded model trains silently wrong)."""
+    import dataclasses
+
+    import pytest
+
+    from igr.errors import WeightsError
+
+    wide = dataclasses.replace(tiny_config, unet={**tiny_config.unet, "block_out_channels": [48, 64]})
+    ckpt = _save_ckpt(IGRSystem(model=wide), tmp_path / "wide.ckpt")
+    with pytest.raises(WeightsError, match=r"wide.ckpt \[garmnet\]: '.*' has shape"):
+        IGRSystem(init_from=str(ckpt)).setup("fit")
+    no_garmnet = _save_ckpt(IGRSystem(model=dataclasses.replace(tiny_config, use_garmnet=False)), tmp_path / "ng.ckpt")
+    with pytest.raises(WeightsError, match=r"ng.ckpt \[garmnet\]: missing"):
+        IGRSystem(init_from=str(no_garmnet)).setup("fit")
 
 
 def test_init_from_refuses_weights_of_another_parameterisation(tmp_path):
@@ -99,13 +159,122 @@ def test_init_from_refuses_weights_of_another_parameterisation(tmp_path):
 
     v = DiffusionConfig(prediction_type="v_prediction", zero_terminal_snr=True, timestep_spacing="trailing")
     export_pipeline(IGRSystem(diffusion=v).model, tmp_path / "v")
-    IGRSystem(diffusion=v, init_from=str(tmp_path / "v"))  # same parameterisation: fine
+    IGRSystem(diffusion=v, init_from=str(tmp_path / "v")).setup("fit")  # same parameterisation: fine
     with pytest.raises(IGRError, match="prediction_type=v_prediction"):
-        IGRSystem(init_from=str(tmp_path / "v"))
+        IGRSystem(init_from=str(tmp_path / "v")).setup("fit")
     # a pipeline written before the option existed has no prediction_type: it is SD1.5's ε
     export_pipeline(IGRSystem().model, tmp_path / "old")
     yaml = tmp_path / "old" / "model.yaml"
     yaml.write_text(yaml.read_text().replace("prediction_type: epsilon", "").replace("zero_terminal_snr: false", ""))
-    IGRSystem(init_from=str(tmp_path / "old"))
+    IGRSystem(init_from=str(tmp_path / "old")).setup("fit")
     with pytest.raises(IGRError, match="prediction_type=epsilon"):
-        IGRSystem(diffusion=v, init_from=str(tmp_path / "old"))
+        IGRSystem(diffusion=v, init_from=str(tmp_path / "old")).setup("fit")
+
+
+# --- condition drop (§3.1) ----------------------------------------------------------------------------------
+def test_condition_drop_probability_is_p_uncond_per_sample():
+    """Catches: a drop that never (or always) happens, the comparison turned around (keeping with p = 0.1), or
+    one draw for the whole batch."""
+    from igr.config import DiffusionConfig
+
+    n = 20_000
+    system = IGRSystem()
+    keep = system.draw(n, (n, 1, 1, 1), torch.device("cpu"), torch.Generator().manual_seed(0)).keep
+    assert keep.dtype == torch.bool and keep.shape == (n,)
+    dropped = 1 - keep.float().mean().item()
+    assert abs(dropped - 0.1) < 0.01  # p_uncond = 0.1; 3σ of the estimate ≈ 0.0064
+    never = IGRSystem(diffusion=DiffusionConfig(condition_drop=0.0))
+    assert never.draw(n, (n, 1, 1, 1), torch.device("cpu"), torch.Generator().manual_seed(0)).keep.all()
+
+
+def test_the_dropped_branch_sees_empty_prompt_zero_image_embedding_and_zero_garmnet_input():
+    """Inputs.select on hand-made tensors; the expected values are written out, not computed by select.
+    Catches: select never dropping, dropping only some conditions, or dropping the kept samples."""
+    from igr.models import Inputs
+
+    g = torch.Generator().manual_seed(0)
+    inputs = Inputs(
+        person_latent=torch.randn(3, 4, 2, 2, generator=g),
+        mask=torch.ones(3, 1, 8, 8),
+        text=torch.randn(3, 5, 6, generator=g),
+        image_embeds=torch.randn(3, 7, generator=g),
+    )
+    empty = torch.full((1, 5, 6), 0.25)
+    keep = torch.tensor([True, False, True])
+    out = inputs.select(keep, empty)
+    for i in (0, 2):  # kept: untouched
+        assert torch.equal(out.person_latent[i], inputs.person_latent[i]) and torch.equal(out.mask[i], inputs.mask[i])
+        assert torch.equal(out.text[i], inputs.text[i]) and torch.equal(out.image_embeds[i], inputs.image_embeds[i])
+    assert torch.equal(out.person_latent[1], torch.zeros(4, 2, 2))
+    assert torch.equal(out.mask[1], torch.zeros(1, 8, 8))
+    assert torch.equal(out.text[1], torch.full((5, 6), 0.25))
+    assert torch.equal(out.image_embeds[1], torch.zeros(7))
+
+
+def test_training_drops_every_condition_of_a_sample_together(batch, monkeypatch):
+    """What GarmNet and the denoiser receive in diffusion_loss when the draw drops sample 1 and keeps sample 0.
+    Catches: the drop mask not reaching the model, or any one condition (text, IP embedding, GarmNet person
+    latent or mask) left in place for a dropped sample."""
+    from igr.system import Draws
+
+    torch.manual_seed(0)
+    system = IGRSystem().eval()
+    m = system.model
+    draw = system.draw
+    monkeypatch.setattr(system, "draw", lambda *a, **k: Draws(torch.tensor([True, False]), *list(vars(draw(*a, **k)).values())[1:]))
+    seen = {}
+    hooks = [
+        m.garmnet.register_forward_pre_hook(lambda mod, args: seen.setdefault("garmnet", args)),
+        m.denoiser.register_forward_pre_hook(lambda mod, args: seen.setdefault("denoiser", args)),
+    ]
+    try:
+        system.diffusion_loss(batch, generator=torch.Generator().manual_seed(0))
+    finally:
+        for h in hooks:
+            h.remove()
+    person_latent, mask, g_text = seen["garmnet"]
+    _, _, d_text, image_embeds, feats = seen["denoiser"]
+    empty = m.prompts.embeddings[-1]
+    prompt0 = m.prompts.embeddings[m.prompts.categories.index(batch["category"][0])]
+    # sample 1: everything dropped
+    assert torch.equal(person_latent[1], torch.zeros_like(person_latent[1])) and mask[1].abs().sum() == 0
+    assert torch.equal(g_text[1], empty) and torch.equal(d_text[1], empty)
+    assert torch.equal(image_embeds[1], torch.zeros_like(image_embeds[1]))
+    # sample 0: everything kept
+    torch.testing.assert_close(person_latent[0], m.vae.encode(batch["person"][:1])[0])
+    assert torch.equal(mask[0], batch["mask"][0]) and torch.equal(g_text[0], prompt0) and torch.equal(d_text[0], prompt0)
+    assert image_embeds[0].abs().sum() > 0
+    assert feats is not None and all(f.shape[0] == 2 for f in feats.values())
+
+
+# --- precision: the DeepSpeed regime on the CPU ---------------------------------------------------------------
+def test_one_step_in_the_deepspeed_bf16_regime(batch):
+    """DeepSpeed casts parameters (not buffers) to bf16, Lightning casts the batch to bf16, and no autocast runs.
+    Before the fix this failed in the CLIP crop's resize (no bf16 kernel) and then at fp32 pixels / fp32 prompt
+    embeddings meeting bf16 weights."""
+    torch.manual_seed(0)
+    system = IGRSystem().train()
+    for p in system.parameters():
+        p.data = p.data.to(torch.bfloat16)
+    assert {b.dtype for b in system.buffers()} == {torch.float32}
+    opt = torch.optim.AdamW(system.trainable_parameters(), lr=1e-3)
+    bf16 = {k: v.to(torch.bfloat16) if torch.is_tensor(v) else v for k, v in batch.items()}
+    loss = system.diffusion_loss(bf16, generator=torch.Generator().manual_seed(0))
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in system.trainable_parameters() if p.grad is not None]
+    assert grads and all(g.dtype == torch.bfloat16 for g in grads)
+    opt.step()
+
+
+def test_gradient_clipping_has_one_place():
+    """OptimConfig.max_grad_norm was never read (clipping came from the trainer). It is gone; the experiment
+    configs set trainer.gradient_clip_val, and checkpoints that still carry the old key load."""
+    from omegaconf import OmegaConf
+
+    from igr.config import CONFIG_DIR, OptimConfig
+
+    assert "max_grad_norm" not in OptimConfig.__dataclass_fields__
+    for name in ("coarse", "finetune", "demo", "demo_finetune"):
+        assert OmegaConf.load(CONFIG_DIR / "experiment" / f"{name}.yaml").trainer.gradient_clip_val == 1.0, name
+    assert IGRSystem(optim={"lr": 1e-4, "max_grad_norm": 1.0}).optim.lr == 1e-4

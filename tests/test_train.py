@@ -73,17 +73,37 @@ def test_every_experiment_config_trains_on_the_tiny_model(experiment, shards, tm
     assert list(tmp_path.rglob("config.yaml")), "the run directory holds the resolved config"
 
 
-def test_resume_continues_the_global_step_and_export_round_trips(shards, tmp_path):
-    base = _demo_fit_args(shards, tmp_path, steps=2)
+def _recorded(out: Path) -> list[str]:
+    return ["--trainer.callbacks+=draw_recorder.DrawRecorder", f"--trainer.callbacks.out={out}"]
+
+
+NO_VAL = ["--trainer.limit_val_batches=0"]  # for tests about training alone: validation sampling costs seconds
+
+
+def test_resume_continues_the_global_step_the_noise_stream_and_export_round_trips(shards, tmp_path):
+    """2 steps + resume to 4 draw the same ε, t and drop masks as 4 uninterrupted steps. Catches a noise stream
+    that restarts from the seed on resume (steps 3-4 would repeat steps 1-2) or is not saved at all."""
+    import draw_recorder
+
+    whole = tmp_path / "whole"
+    assert main([*_demo_fit_args(shards, whole, steps=4), *NO_VAL, *_recorded(whole / "draws")]) == 0
+    run = tmp_path / "run"
+    base = [*_demo_fit_args(shards, run, steps=2), *NO_VAL, *_recorded(run / "draws")]
     assert main(base) == 0
-    last = tmp_path / "checkpoints" / "last.ckpt"
+    last = run / "checkpoints" / "last.ckpt"
     first = torch.load(last, weights_only=False)
-    assert first["global_step"] == 2
-    assert main([*base, "--trainer.max_steps=4", f"--ckpt_path={last}"]) == 0
+    assert first["global_step"] == 2 and len(first["noise_rng"]) == 1
+    assert main([*base, "--trainer.max_steps=4", "--ckpt_path=last"]) == 0
     resumed = torch.load(last, weights_only=False)
     assert resumed["global_step"] == 4
     assert resumed["optimizer_states"][0]["state"], "optimizer state restored and saved"
     assert resumed["lr_schedulers"][0]["last_epoch"] == 4
+
+    uninterrupted, interrupted = draw_recorder.read(whole / "draws")[0], draw_recorder.read(run / "draws")[0]
+    assert [r["step"] for r in interrupted] == [1, 2, 3, 4] == [r["step"] for r in uninterrupted]
+    for a, b in zip(uninterrupted, interrupted):
+        assert (a["t"], a["keep"], a["noise"]) == (b["t"], b["keep"], b["noise"]), a["step"]
+    assert interrupted[2]["noise"] != interrupted[0]["noise"]
 
     from igr.export import export_checkpoint, load_pipeline
 
@@ -192,7 +212,7 @@ def test_deepspeed_overlay_builds_the_paper_setup():
 
 def test_ema_option_is_saved_and_exported(shards, tmp_path):
     args = [*_demo_fit_args(shards, tmp_path, steps=3), "--trainer.callbacks+=igr.callbacks.EMA",
-            "--trainer.callbacks.decay=0.5"]
+            "--trainer.callbacks.decay=0.9"]
     assert main(args) == 0
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     ema, live = ckpt["ema_state"], ckpt["state_dict"]
@@ -204,3 +224,33 @@ def test_ema_option_is_saved_and_exported(shards, tmp_path):
     model, _ = load_pipeline(export_checkpoint(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "pipe", ema=True))
     k = next(k for k in ema if k.startswith("model.denoiser."))
     assert torch.equal(model.denoiser.state_dict()[k[len("model.denoiser."):]], ema[k])
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
+def test_bf16_fits_run(shards, tmp_path, precision):
+    """A few steps (validation and its metrics included) in bf16 autocast and in pure bf16 weights."""
+    assert main([*_demo_fit_args(shards, tmp_path, steps=2), f"--trainer.precision={precision}"]) == 0
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 2
+
+
+def test_init_from_is_needed_only_by_a_fresh_fit(shards, tmp_path, capsys):
+    """The fine-tune starts from the coarse checkpoint; resuming it and load_from_checkpoint must not need that
+    file any more (init_from used to be applied again in __init__). A fresh fit with a missing file fails."""
+    from igr.config import load_diffusion_config
+    from igr.system import IGRSystem
+
+    coarse = IGRSystem(diffusion=load_diffusion_config(CONFIG_DIR / "experiment" / "demo.yaml"))
+    start = tmp_path / "start.ckpt"  # a checkpoint's layout: state_dict + hyper_parameters
+    torch.save({"state_dict": coarse.state_dict(), "hyper_parameters": dict(coarse.hparams)}, start)
+    fine = tmp_path / "fine"
+    args = [*_demo_fit_args(shards, fine, steps=2), *NO_VAL, f"--model.init_from={start}"]
+    assert main(args) == 0
+    start.unlink()  # the coarse run is gone
+    assert main([*args, "--trainer.max_steps=3", "--ckpt_path=last"]) == 0
+    last = fine / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 3
+    IGRSystem.load_from_checkpoint(last)
+    capsys.readouterr()
+    assert main([*_demo_fit_args(shards, tmp_path / "again", steps=2), *NO_VAL, f"--model.init_from={start}"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {start}: init_from checkpoint not found"

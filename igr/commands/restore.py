@@ -29,6 +29,7 @@ from PIL import Image
 from igr import restore_io
 from igr.config import CATEGORIES, parse_size
 from igr.errors import IGRError
+from igr.sampling import image_generators
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     both.add_argument(
         "--guidance", type=float, help="classifier-free guidance scale (default: the pipeline's, 1.5)"
     )
-    both.add_argument("--seed", type=int, default=0, help="noise seed; each image starts from it (default 0)")
+    both.add_argument("--seed", type=int, default=0, help="noise seed; an image's noise comes from it and the file's name (default 0)")
     both.add_argument(
         "--size",
         help="HxW; must equal the model resolution (outputs always have it) — a check, the model restores at one size",
@@ -118,6 +119,7 @@ class Item:
     mask: torch.Tensor  # (1,H,W) in {0,1}
     category: str
     out: Path
+    key: str  # the person file's stem: with --seed it picks the image's noise
 
 
 def run(args: argparse.Namespace) -> int:
@@ -180,7 +182,7 @@ def _run_single(args: argparse.Namespace, size: tuple[int, int] | None) -> int:
 
     pipe = _load(args, size)
     person_t, mask_t = restore_io.model_inputs(person, mask, pipe.resolution, mask_name)
-    item = Item(person_t, mask_t, category, out)
+    item = Item(person_t, mask_t, category, out, Path(args.person).stem)
     with _progress("denoising") as progress:
         task = progress.add_task("denoising", total=None)
 
@@ -303,7 +305,7 @@ def _prepare_pair(pair, categories, args: argparse.Namespace, resolution, out: P
     _warn(restore_io.mask_warnings(mask, n_grey, pair.mask, args.mask_threshold))
     mask = restore_io.fit_mask(mask, (person.height, person.width), args.resize_mask, pair.mask, pair.person)
     person_t, mask_t = restore_io.model_inputs(person, mask, resolution, pair.mask)
-    return Item(person_t, mask_t, category, out)
+    return Item(person_t, mask_t, category, out, pair.stem)
 
 
 # --------------------------------------------------------------------------- shared
@@ -333,8 +335,9 @@ def _load(args: argparse.Namespace, size: tuple[int, int] | None):
 
 
 def _restore(pipe, items: list[Item], args: argparse.Namespace, progress=None):
-    # One generator per image, all seeded alike: an image's result does not depend on the batch it is in.
-    generators = [torch.Generator().manual_seed(args.seed) for _ in items]
+    # One generator per image, seeded from the seed and the image's name (igr.sampling.image_generators, as igr
+    # eval does with sample keys): an image's result does not depend on the batch it is in.
+    generators = image_generators(args.seed, [i.key for i in items])
     out = pipe.generate(
         torch.stack([i.person for i in items]),
         torch.stack([i.mask for i in items]),

@@ -27,6 +27,12 @@ from scipy.spatial import ConvexHull, QhullError
 
 from igr.data.transforms import border_colour
 
+
+def _paper_keep_fraction() -> float:
+    from igr.config import PAPER  # the paper's numbers live in configs/paper.yaml
+
+    return float(PAPER["hqft_keep_fraction"])
+
 REMOVE_RULES = ("truncation", "occlusion", "side_view")
 FIX_RULE = "extreme_proportion"
 # Which synthetic ground-truth flag each rule is meant to find.
@@ -57,7 +63,9 @@ class CurationConfig:
     extreme_action: str = "fix"  # fix | remove | keep
     target_fill: float = 0.82  # a fixed garment's bbox fills this fraction of the limiting side
     garment_bg_threshold: int = 40  # max channel difference from the border colour that is garment
-    keep_fraction: float | None = None  # after the rules, keep only the best-scoring fraction
+    # After the rules, keep only the best-scoring fraction of the coarse set: the paper's 20 % (§4.1, from
+    # configs/paper.yaml). None keeps every sample that passes the rules.
+    keep_fraction: float | None = field(default_factory=_paper_keep_fraction)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CurationConfig:

@@ -37,7 +37,8 @@ class IGRDataModule(L.LightningDataModule):
         train_samples_per_epoch: samples per training epoch over all devices (the training
             stream is endless: this only sets how often validation and checkpoints happen).
         augment: paired augmentation for training (flip; scale and shift of person + mask).
-        hflip_p: probability of a horizontal flip (person, mask and garment together).
+        hflip_p: probability of a horizontal flip (person, mask and garment together); 0 by
+            default, as in the paper: a flip mirrors logos and text into the targets.
         scale_range: (min, max) zoom of person and mask.
         shift_frac: maximum shift of person and mask, as a fraction of H and of W.
         mask_threshold: grey masks are binarised at ``value > mask_threshold`` (and counted).
@@ -64,7 +65,7 @@ class IGRDataModule(L.LightningDataModule):
         num_workers: int = 4,
         train_samples_per_epoch: int = 10_000,
         augment: bool = True,
-        hflip_p: float = 0.5,
+        hflip_p: float = 0.0,
         scale_range: tuple[float, float] = (0.9, 1.1),
         shift_frac: float = 0.05,
         mask_threshold: int = 127,

@@ -125,12 +125,13 @@ class AugmentParams:
 class PairedAugment:
     """Flip, small scale and shift, applied identically to person and mask.
 
-    The garment (the in-shop target) is flipped with the person, so a logo on the left of the
-    worn garment stays on the left of the target; it is not scaled or shifted, because the
-    target framing is what the model must learn to produce.
+    Flipping is off by default: the paper does not flip, and a flipped pair mirrors logos and
+    text into the training target. When on (``hflip_p`` > 0) the garment is flipped with the
+    person, so a logo on the left of the worn garment stays on the left of the target. The
+    garment is never scaled or shifted: the target framing is what the model must learn.
     """
 
-    hflip_p: float = 0.5
+    hflip_p: float = 0.0
     scale_range: tuple[float, float] = (0.9, 1.1)
     shift_frac: float = 0.05
 

@@ -42,9 +42,10 @@ class GarmDenoiser(torch.nn.Module):
     ) -> torch.Tensor:
         """z_t (B,4,h,w), t (B,), text (B,77,D), image_embeds (B,E), garm_feats {layer: (B,N,C)} → ε̂ (B,4,h,w)."""
         self.bank.set(garm_feats)  # kept until the next call, so checkpointed recomputation sees it
+        dtype = self.unet.dtype  # one cast at the boundary: prompts and CLIP embeddings arrive fp32
         return self.unet(
-            z_t,
+            z_t.to(dtype),
             t,
-            encoder_hidden_states=text,
-            added_cond_kwargs={"image_embeds": [image_embeds[:, None].to(z_t.dtype)]},  # one image per sample
+            encoder_hidden_states=text.to(dtype),
+            added_cond_kwargs={"image_embeds": [image_embeds[:, None].to(dtype)]},  # one image per sample
         ).sample

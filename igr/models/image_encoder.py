@@ -85,6 +85,9 @@ class GarmentImageEncoder(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, person: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        crop = garment_crop(person, mask, self.clip_size)  # (B,3,224,224) in [0,1]
-        pixels = (crop - self.mean) / self.std
-        return self.visual(pixels.to(self.mean.dtype)).float()  # (B, embed_dim)
+        # Preprocessing in fp32 whatever the batch dtype (the antialiased resize has no bf16 CPU kernel, and
+        # DeepSpeed leaves the mean/std buffers fp32 while casting the tower); one cast into the tower's dtype.
+        crop = garment_crop(person.float(), mask.float(), self.clip_size)  # (B,3,224,224) in [0,1]
+        pixels = (crop - self.mean.float()) / self.std.float()
+        dtype = next(self.visual.parameters()).dtype
+        return self.visual(pixels.to(dtype)).float()  # (B, embed_dim)

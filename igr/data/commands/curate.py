@@ -38,7 +38,13 @@ from igr.data.shards import ShardSetWriter, iter_raw, resolve_shards, split_shar
 from igr.errors import IGRError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "curate.yaml"
-PAPER_KEEP_FRACTION = 0.2
+def _paper_fraction() -> float:
+    from igr.config import PAPER
+
+    return float(PAPER["hqft_keep_fraction"])
+
+
+PAPER_KEEP_FRACTION = _paper_fraction()  # configs/paper.yaml
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

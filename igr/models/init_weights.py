@@ -1,0 +1,60 @@
+"""Starting a model's trainable parts (GarmNet, GarmDenoiser + adapter) from trained weights.
+
+Used by ``model.init_from`` (the HQFT fine-tune starts from the coarse run, paper §3.3) and by
+``IGRPipeline.from_config(weights=...)``. No Lightning import here, so the restoration pipeline can use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from igr.config import DiffusionConfig
+from igr.errors import IGRError
+from igr.models.model import IGRModel
+from igr.weights_io import load_into, read_state_dict
+
+TRAINABLE = ("garmnet", "denoiser")
+
+
+def load_trainable_weights(model: IGRModel, source: str | Path) -> None:
+    """Copy GarmNet/denoiser(+adapter) weights from a Lightning checkpoint or a pipeline folder into ``model``.
+    Every key and shape is checked (:func:`load_into`); weights of another parameterisation are refused."""
+    path = Path(source)
+    if path.is_dir() and (path / "model.yaml").is_file():
+        from igr.export import read_pipeline_config  # lazily: igr.export imports igr.models
+
+        doc = read_pipeline_config(path)  # broken YAML: one line naming the file
+        check_parameterisation(model, doc.get("diffusion"), path)
+        for name in TRAINABLE:
+            module = getattr(model, name)
+            if module is not None:
+                load_into(module, read_state_dict(path / f"{name}.safetensors"), path / f"{name}.safetensors")
+        return
+    if not path.exists():
+        raise IGRError(f"{path}: init_from checkpoint not found")
+    from igr.export import load_checkpoint_state
+
+    state, hparams = load_checkpoint_state(path)
+    check_parameterisation(model, hparams.get("diffusion"), path)
+    for name in TRAINABLE:
+        module = getattr(model, name)
+        if module is None:
+            continue
+        prefix = f"model.{name}."
+        part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        load_into(module, part, f"{path} [{name}]")
+
+
+def check_parameterisation(model: IGRModel, source: dict | None, path) -> None:
+    """Weights trained for one output parameterisation (ε, v, z_0; schedule) are wrong for another: refuse."""
+    if not source:
+        return
+    ours, default = dataclasses.asdict(model.diffusion), dataclasses.asdict(DiffusionConfig())
+    for key in ("prediction_type", "zero_terminal_snr"):
+        theirs = source.get(key, default[key])  # older checkpoints predate the option: SD1.5's ε
+        if theirs != ours[key]:
+            raise IGRError(
+                f"{path}: init_from weights were trained with diffusion.{key}={theirs}, this run has "
+                f"{ours[key]}; set model.diffusion.{key} to match"
+            )
