@@ -33,7 +33,7 @@ from igr.atomic import atomic_directory
 from igr.config import DiffusionConfig, ModelConfig, SamplingConfig, model_config_from_dict, yaml_error_line
 from igr.errors import IGRError, WeightsError
 from igr.models import IGRModel, build_model
-from igr.weights_io import load_into, read_state_dict
+from igr.weights_io import check_shapes, load_into, read_state_dict
 
 PARTS = ("garmnet", "denoiser", "vae", "image_encoder", "prompts")
 
@@ -105,8 +105,12 @@ def read_pipeline_config(folder: str | Path) -> dict:
     return doc
 
 
-def load_pipeline(folder: str | Path) -> tuple[IGRModel, SamplingConfig]:
-    """Rebuild the model from a pipeline folder; every file is checked key by key and shape by shape."""
+def load_pipeline(folder: str | Path, dtype: torch.dtype | None = None) -> tuple[IGRModel, SamplingConfig]:
+    """Rebuild the model from a pipeline folder: built on the meta device from its config (no memory, no random
+    init of 1.7 B parameters), then each file's weights assigned, checked key by key and shape by shape (cast to
+    ``dtype`` while loading, when given)."""
+    from accelerate import init_empty_weights
+
     folder = Path(folder)
     if not folder.is_dir():
         raise IGRError(f"{folder}: model folder not found")
@@ -119,8 +123,10 @@ def load_pipeline(folder: str | Path) -> tuple[IGRModel, SamplingConfig]:
         diffusion = DiffusionConfig(**doc.get("diffusion", {}))
         sampling = SamplingConfig(**doc.get("sampling", {}))
     except (KeyError, TypeError) as exc:
-        raise IGRError(f"{cfg_path}: malformed pipeline config ({exc})") from exc
-    model = build_model(model_cfg, diffusion, encode_prompts=False)
+        raise IGRError(f"{cfg_path}: malformed pipeline config ({exc.__class__.__name__}: {exc})") from exc
+    # Parameters on meta; buffers stay real: some are computed, not stored.
+    with init_empty_weights(include_buffers=False):
+        model = build_model(model_cfg, diffusion, encode_prompts=False)
     for name in PARTS:
         module = getattr(model, name)
         if module is None:
@@ -128,7 +134,18 @@ def load_pipeline(folder: str | Path) -> tuple[IGRModel, SamplingConfig]:
         path = folder / f"{name}.safetensors"
         if not path.is_file():
             raise WeightsError(f"{path}: missing (the pipeline folder is incomplete)")
-        load_into(module, read_state_dict(path), path)
+        state = read_state_dict(path)
+        expected = module.state_dict()
+        check_shapes(state, {k: v.shape for k, v in expected.items()}, path)
+        unexpected = [k for k in state if k not in expected]
+        if unexpected:
+            raise WeightsError(f"{path}: {len(unexpected)} unexpected key(s), e.g. {', '.join(unexpected[:3])}")
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        module.load_state_dict(state, strict=True, assign=True)
+    left = [n for n, p in model.named_parameters() if p.device.type == "meta"]
+    if left:  # a parameter no file holds: the folder does not describe this architecture
+        raise WeightsError(f"{folder}: {len(left)} parameter(s) have no weights, e.g. {left[0]}")
     return model.eval(), sampling
 
 

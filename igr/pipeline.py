@@ -44,16 +44,15 @@ import numpy as np
 import torch
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
-from omegaconf import OmegaConf
 from PIL import Image
 
 from igr import restore_io
-from igr.config import DiffusionConfig, SamplingConfig, load_model_config, model_config_from_dict
-from igr.errors import IGRError, WeightsError
+from igr.config import SamplingConfig, load_model_config
+from igr.errors import IGRError
+from igr.export import load_pipeline
 from igr.models import IGRModel, build_model
 from igr.models.image_encoder import garment_crop
 from igr.sampling import inference_scheduler
-from igr.weights_io import check_shapes, read_state_dict
 
 DTYPES = {
     "float32": torch.float32,
@@ -64,7 +63,6 @@ DTYPES = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
-PARTS = ("garmnet", "denoiser", "vae", "image_encoder", "prompts")  # the files of a pipeline folder
 HUB_FILES = ["model.yaml", "*.safetensors", "README.md", "LICENSE*"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CALLBACK_TENSORS = ("latents",)
@@ -149,63 +147,6 @@ def resolve_pretrained(
         ) from exc
 
 
-def read_pipeline_config(folder: Path) -> tuple:
-    """(ModelConfig, DiffusionConfig, SamplingConfig) from a pipeline folder's ``model.yaml``."""
-    if not folder.is_dir():
-        raise IGRError(f"{folder}: model folder not found")
-    cfg_path = folder / "model.yaml"
-    if not cfg_path.is_file():
-        raise IGRError(f"{folder}: not a pipeline folder (no model.yaml; create one with `igr export`)")
-    try:
-        doc = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
-        model_cfg = model_config_from_dict(doc["model"], where=str(cfg_path))
-        return (
-            model_cfg,
-            DiffusionConfig(**doc.get("diffusion", {})),
-            SamplingConfig(**doc.get("sampling", {})),
-        )
-    except IGRError:
-        raise
-    except Exception as exc:
-        raise IGRError(f"{cfg_path}: malformed pipeline config ({exc.__class__.__name__}: {exc})") from exc
-
-
-def load_pipeline_folder(
-    folder: str | Path, dtype: torch.dtype | None = None
-) -> tuple[IGRModel, SamplingConfig]:
-    """Build the model on the meta device from the folder's config, then assign the weights of each file,
-    checked key by key and shape by shape (cast to ``dtype`` while loading, when given)."""
-    from accelerate import init_empty_weights
-
-    folder = Path(folder)
-    model_cfg, diffusion, sampling = read_pipeline_config(folder)
-    # Parameters on meta (no memory, no init cost); buffers stay real: some are computed, not stored.
-    with init_empty_weights(include_buffers=False):
-        model = build_model(model_cfg, diffusion, encode_prompts=False)
-    for name in PARTS:
-        module = getattr(model, name)
-        if module is None:
-            continue
-        path = folder / f"{name}.safetensors"
-        if not path.is_file():
-            raise WeightsError(f"{path}: missing (the pipeline folder is incomplete)")
-        state = read_state_dict(path)
-        expected = module.state_dict()
-        check_shapes(state, {k: v.shape for k, v in expected.items()}, path)
-        unexpected = [k for k in state if k not in expected]
-        if unexpected:
-            raise WeightsError(
-                f"{path}: {len(unexpected)} unexpected key(s), e.g. {', '.join(unexpected[:3])}"
-            )
-        if dtype is not None:
-            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-        module.load_state_dict(state, strict=True, assign=True)
-    left = [n for n, p in model.named_parameters() if p.device.type == "meta"]
-    if left:  # a parameter no file holds: the folder does not describe this architecture
-        raise WeightsError(f"{folder}: {len(left)} parameter(s) have no weights, e.g. {left[0]}")
-    return model.eval(), sampling
-
-
 # --------------------------------------------------------------------------- the pipeline
 
 
@@ -250,7 +191,7 @@ class IGRPipeline:
         want = torch_dtype if torch_dtype is not None else dtype
         dev = None if device is None else resolve_device(device)
         dt = None if want is None else resolve_dtype(want, dev or torch.device("cpu"))
-        model, sampling = load_pipeline_folder(folder, dt)
+        model, sampling = load_pipeline(folder, dt)
         pipe = cls(model, sampling)
         if parser is not None:
             pipe.load_parser(parser)
