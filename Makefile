@@ -71,9 +71,12 @@ METRICS ?= configs/metrics/default.yaml
 train-coarse: $(STAMP) ## coarse stage (paper §3.3) on shards/coarse; TRAINER= picks the hardware overlay
 	$(BIN)/igr fit -c configs/experiment/coarse.yaml -c $(TRAINER)
 
+# Under DeepSpeed a checkpoint is a folder that only unpickling reads; these two are this machine's own
+# `make train-coarse` / fine-tune outputs, so the target trusts them explicitly (never pass it for a download).
+OWN_CKPT_TRUST ?= $(if $(findstring deepspeed,$(TRAINER)),--trust-pickle,)
 finetune: $(STAMP) ## HQFT fine-tune from $(COARSE_CKPT) on shards/hqft, then export $(MODEL)
-	$(BIN)/igr fit -c configs/experiment/finetune.yaml -c $(TRAINER) --model.init_from=$(COARSE_CKPT)
-	$(BIN)/igr export outputs/finetune/checkpoints/last.ckpt --out $(MODEL)
+	$(BIN)/igr fit -c configs/experiment/finetune.yaml -c $(TRAINER) --model.init_from=$(COARSE_CKPT) $(OWN_CKPT_TRUST)
+	$(BIN)/igr export outputs/finetune/checkpoints/last.ckpt --out $(MODEL) $(OWN_CKPT_TRUST)
 
 eval: $(STAMP) ## Table 1 layout: paired $(PAIRED) + unpaired $(UNPAIRED) for MODEL=$(MODEL)
 	$(BIN)/igr eval --model $(MODEL) --name "IGR (ours)" --shards $(PAIRED) --unpaired-shards $(UNPAIRED) \
