@@ -190,7 +190,8 @@ def test_in_a_real_browser_upload_a_photo_and_mask_and_restore(app, tmp_path):
         driver.find_element(By.CSS_SELECTOR, "#photo input[type=file]").send_keys(str(files["person"]))
         driver.find_element(By.CSS_SELECTOR, "#mask-source input[value=upload]").click()
         driver.find_element(By.CSS_SELECTOR, "#mask-upload input[type=file]").send_keys(str(files["mask"]))
-        wait.until(lambda d: "mask.png" in d.find_element(By.CSS_SELECTOR, "#mask-upload").text)
+        # Gradio renders the name as two spans (stem, extension) that the text can split across lines.
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#mask-upload [aria-label='mask.png']"))
         driver.find_element(By.CSS_SELECTOR, "#restore").click()
         img = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#garment img"))[0]
         wait.until(
