@@ -94,6 +94,7 @@ class IGRSystem(L.LightningModule):
         self.noise_scheduler = training_scheduler(self.diffusion)
         self.init_from = init_from
         self._init_from_missing = False
+        self._init_from_applied = False
         self._resumed = False
         self.noise_generator: torch.Generator | None = None  # this rank's training stream (set in ``setup``)
 
@@ -101,16 +102,22 @@ class IGRSystem(L.LightningModule):
     def setup(self, stage: str) -> None:
         if stage != "fit":
             return
-        if self.init_from:
+        if self.init_from and not self._init_from_applied:
             # Loaded here, before the strategy wraps or casts the module (DeepSpeed copies the weights into its
             # fp32 master copy when it starts). On a resume the checkpoint's weights replace these right after,
             # so there the file need not exist: whether it is missing is decided in on_train_start.
             if Path(self.init_from).exists():
-                load_trainable_weights(self.model, self.init_from)
+                self.apply_init_from()
             else:
                 self._init_from_missing = True
         if self.noise_generator is None:
             self.noise_generator = torch.Generator().manual_seed(self.noise_seed())
+
+    def apply_init_from(self) -> None:
+        """Load ``init_from`` into the trainable parts now (once: ``setup`` then skips it). ``igr fit`` calls this
+        before the run folder exists, so a refused or broken file leaves nothing behind."""
+        load_trainable_weights(self.model, self.init_from)
+        self._init_from_applied = True
 
     def noise_seed(self) -> int:
         """The global seed (``seed_everything``; 0 when unset) plus this process's global rank."""
