@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from igr.errors import IGRError
@@ -28,8 +28,8 @@ class Profile:
     train: int = 3000
     val: int = 64
     test: int = 160
-    coarse_steps: int = 1000
-    finetune_steps: int = 300
+    coarse_steps: int = 800
+    finetune_steps: int = 200
     eval_steps: int = 25
     batch_size: int = 8
     ablations: bool = False  # Table 2: w/o GarmNet (trained with the same budget) and w/o HQFT (the coarse model)
@@ -42,9 +42,9 @@ class Profile:
 
 
 PROFILES = {
-    # CI-sized: every stage runs, the ablations included, in about a minute.
+    # CI-sized: every stage runs (the ablations with `ablations=True`), in about a minute.
     "quick": Profile(
-        train=64, val=8, test=8, coarse_steps=6, finetune_steps=4, eval_steps=2, batch_size=4, ablations=True,
+        train=64, val=8, test=8, coarse_steps=6, finetune_steps=4, eval_steps=2, batch_size=4,
         classifier_steps=5, bootstrap=5,
     ),
     "default": Profile(),  # `make demo`: <= 15 minutes on 2 cores
@@ -122,8 +122,12 @@ def _export(run: Runner, stage: str, ckpt: Path, out: Path) -> Path:
     return out
 
 
-def run_demo(out: str = "outputs/demo", shards: str = "shards/demo", profile: str = "default") -> Path:
+def run_demo(
+    out: str = "outputs/demo", shards: str = "shards/demo", profile: str = "default", ablations: bool | None = None
+) -> Path:
     p = PROFILES[profile]
+    if ablations is not None:
+        p = replace(p, ablations=ablations)
     out_dir, shard_dir = Path(out), Path(shards)
     hqft = Path(f"{shards}-hqft")
     run = Runner()

@@ -72,7 +72,13 @@ def test_train_vae_on_the_pixel_autoencoder_measures_statistics_only(pixel_confi
 def test_colour_family_labels():
     """Catches: wrong hue sectors, achromatic colours given a hue, and meta.json labels that are not the family of
     the garment's dominant colour."""
-    from igr.data.synthetic import COLOUR_FAMILIES, SyntheticConfig, _family_hue, colour_family, generate_sample
+    from igr.data.synthetic import (
+        COLOUR_FAMILIES,
+        SyntheticConfig,
+        _family_hue,
+        colour_family,
+        generate_sample,
+    )
 
     cases = {(230, 20, 20): "red", (230, 220, 30): "yellow", (30, 200, 40): "green", (30, 200, 210): "cyan",
              (30, 40, 220): "blue", (220, 30, 210): "magenta", (245, 245, 240): "white", (128, 128, 128): "grey",
