@@ -63,6 +63,7 @@ def _score_tiny(tiny: dict, rows: dict, protocol: dict, resamples: int, seed: in
         "num_pairs": int(len(gt)),
         "num_train_garments": tiny["num_train"],
         "bootstrap_resamples": resamples,
+        "distance_resamples": min(resamples, tiny_metrics.DISTANCE_RESAMPLES),
         "bootstrap_seed": seed,
     }
 

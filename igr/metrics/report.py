@@ -140,7 +140,8 @@ def tiny_protocol_lines(p: Mapping[str, Any]) -> list[str]:
         "not ×1e3) between the classifier's 64-d features of restored and ground-truth garments, computed by the "
         "same code as FID/KID (igr/metrics/stats.py). Tiny-world distances, not FID/KID.",
         f"- Intervals: percentile bootstrap over the {p.get('num_pairs')} test pairs, {p.get('bootstrap_resamples')} "
-        f"resamples, seed {p.get('bootstrap_seed')}, the same draws for every row.",
+        f"resamples (the first {p.get('distance_resamples')} of them for fd_tiny / kd_tiny), seed "
+        f"{p.get('bootstrap_seed')}, the same draws for every row.",
     ]
 
 
