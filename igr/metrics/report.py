@@ -141,7 +141,8 @@ def tiny_protocol_lines(p: Mapping[str, Any]) -> list[str]:
         "same code as FID/KID (igr/metrics/stats.py). Tiny-world distances, not FID/KID.",
         f"- Intervals: percentile bootstrap over the {p.get('num_pairs')} test pairs, {p.get('bootstrap_resamples')} "
         f"resamples (the first {p.get('distance_resamples')} of them for fd_tiny / kd_tiny), seed "
-        f"{p.get('bootstrap_seed')}, the same draws for every row.",
+        f"{p.get('bootstrap_seed')}, the same draws for every row. Resampling with replacement repeats pairs, "
+        "which biases the set distances upwards: their intervals show the spread and may sit above the point value.",
     ]
 
 
