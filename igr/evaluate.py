@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +30,42 @@ from rich.progress import (
 from igr.errors import IGRError
 
 PROTOCOL_SIZE = (1024, 768)
+BASELINES = ("masked-crop", "category-mean")
+RECONSTRUCTION_ROW = "autoencoder reconstruction of the ground truth"
+CEILING_ROW = "ground truth (classifier ceiling)"
+
+
+def _reconstruct(vae, garment_uint8: torch.Tensor, device: str) -> torch.Tensor:
+    """The ground-truth garments through the model's frozen autoencoder: the ceiling it leaves any model behind it."""
+    x = garment_uint8.to(device).float() / 127.5 - 1
+    return ((vae.decode(vae.encode(x)).float() + 1) / 2).clamp(0, 1)
+
+
+def _score_tiny(tiny: dict, rows: dict, protocol: dict, resamples: int, seed: int) -> None:
+    """Classifier metrics and bootstrap intervals for every paired row, plus the ground-truth ceiling row."""
+    from igr.metrics import tiny as tiny_metrics
+    from igr.metrics.report import ReportRow
+
+    gt = torch.cat(tiny["gt"])
+    labels = {a: torch.tensor(v) for a, v in tiny["labels"].items()}
+    clf = tiny["classifier"]
+    ceiling = tiny_metrics.score_row(clf, gt, gt, labels)
+    scored = {name: tiny_metrics.score_row(clf, torch.cat(p), gt, labels) for name, p in tiny["preds"].items()}
+    scored[CEILING_ROW] = ceiling
+    for name, sc in scored.items():
+        point, ci = tiny_metrics.bootstrap(sc, ceiling.features, resamples=resamples, seed=seed)
+        row = rows.setdefault(name, ReportRow(name=name, paired={}))
+        paired = dict(row.paired or {})
+        paired.update({k: v for k, v in point.items() if k != "ssim" or "ssim" not in paired})
+        row.paired = paired
+        row.intervals = ci
+    tiny["protocol"] = {
+        "num_pairs": int(len(gt)),
+        "num_train_garments": tiny["num_train"],
+        "bootstrap_resamples": resamples,
+        "distance_resamples": min(resamples, tiny_metrics.DISTANCE_RESAMPLES),
+        "bootstrap_seed": seed,
+    }
 
 
 def masked_crop_baseline(person: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -89,6 +126,8 @@ def _collate(samples: list[dict]) -> dict:
         "mask": mask,
         "category": [s["category"] for s in samples],
         "key": [s["key"] for s in samples],
+        "meta": [s.get("meta") for s in samples],
+        "url": [s.get("url") for s in samples],
     }
     if all("garment" in s for s in samples):
         out["garment_uint8"] = torch.from_numpy(np.stack([s["garment"] for s in samples])).permute(0, 3, 1, 2)
@@ -116,6 +155,11 @@ def evaluate(
     unpaired_shards: str | None = None,
     real: str | None = None,
     baseline: bool = False,
+    baselines: Sequence[str] = (),
+    train_shards: str | None = None,
+    reconstruction: bool = False,
+    bootstrap_resamples: int = 200,
+    classifier_steps: int = 600,
     limit: int | None = None,
     batch_size: int = 8,
     seed: int = 0,
@@ -135,6 +179,16 @@ def evaluate(
         raise IGRError("give --shards (paired test) and/or --unpaired-shards with --real")
     if unpaired_shards and not real:
         raise IGRError("--unpaired-shards needs --real (the garment set to compare against)")
+    baselines = list(dict.fromkeys([*(["masked-crop"] if baseline else []), *baselines]))
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise IGRError(f"--baseline {unknown[0]}: not one of {', '.join(BASELINES)}")
+    if "category-mean" in baselines and not train_shards:
+        raise IGRError("--baseline category-mean needs --train-shards (the training garments to average)")
+    if (train_shards or reconstruction) and not shards:
+        raise IGRError("--train-shards / --reconstruction score the paired test: give --shards")
+    if reconstruction and not models:
+        raise IGRError("--reconstruction needs a --model (its autoencoder reconstructs the ground truth)")
     loaded = []
     for name, path in models:
         model, sampling = load_pipeline(path)
@@ -155,14 +209,35 @@ def evaluate(
     timings: dict[str, float] = {}
     grid_pred: list[torch.Tensor] = []
     grid_gt: list[torch.Tensor] = []
+    tiny = None  # tiny-world classifier metrics (kind/colour/pattern accuracy, fd_tiny, kd_tiny), DESIGN.md §7
+    if train_shards:
+        from igr.metrics import tiny as tiny_metrics
+
+        train_set = tiny_metrics.load_garments(train_shards, size)
+        tiny = {
+            "classifier": tiny_metrics.train_classifier(train_set, steps=classifier_steps, seed=seed),
+            "means": tiny_metrics.category_mean_garments(train_set),
+            "num_train": len(train_set.images),
+            "preds": {},
+            "gt": [],
+            "labels": {a: [] for a in tiny_metrics.ATTRIBUTES},
+        }
 
     def run_test(label: str, test_shards: str, paired: bool, real_id: str) -> None:
         total = _count(test_shards, limit)
         jobs: list[tuple[str, object, float | None]] = [
             (name, (m, s), g) for name, m, s in loaded for g in guidance
         ]
-        if baseline and paired:
-            jobs.append(("masked-crop baseline", None, None))
+        if paired:
+            if "masked-crop" in baselines:
+                jobs.append(("masked-crop baseline", None, None))
+            if "category-mean" in baselines:
+                means = tiny["means"]
+                jobs.append(("category-mean baseline",
+                             lambda b: tiny_metrics.category_mean_baseline(means, b["category"]).float() / 255, None))
+            if reconstruction:
+                vae = loaded[0][1].vae
+                jobs.append((RECONSTRUCTION_ROW, lambda b: _reconstruct(vae, b["garment_uint8"], device), None))
         columns = [
             TextColumn(f"eval {label}: {{task.description}}"),
             BarColumn(),
@@ -185,6 +260,8 @@ def evaluate(
                 for b in _batches(test_shards, size, batch_size, limit, paired):
                     if spec is None:
                         pred = masked_crop_baseline(b["person"], b["mask"], size)
+                    elif callable(spec):
+                        pred = spec(b)
                     else:
                         model, sampling = spec
                         gen = image_generators(seed, b["key"])  # per image, by key (igr.sampling)
@@ -199,6 +276,14 @@ def evaluate(
                         )
                     pred8 = _to_uint8(pred)
                     suite.update(pred8, b.get("garment_uint8") if paired else None, keys=b["key"])
+                    if tiny is not None and paired:
+                        tiny["preds"].setdefault(name, []).append(pred8)
+                        if j == 0:
+                            tiny["gt"].append(b["garment_uint8"])
+                            for meta, url, key in zip(b["meta"], b["url"], b["key"]):
+                                labels = tiny_metrics.labels_from_meta(meta, f"{url}: {key}")
+                                for a, v in labels.items():
+                                    tiny["labels"][a].append(v)
                     if paired and j == 0 and len(grid_pred) < grid_images:  # samples of the first row
                         k = grid_images - len(grid_pred)
                         grid_pred.extend(pred8[:k])
@@ -218,6 +303,8 @@ def evaluate(
 
     if shards:
         run_test("paired", shards, True, real_id=f"gt:{shards}")
+        if tiny is not None:
+            _score_tiny(tiny, rows, protocols["paired"], bootstrap_resamples, seed)
     if unpaired_shards:
         run_test("unpaired", unpaired_shards, False, real_id=f"real:{real}")
     out.mkdir(parents=True, exist_ok=True)
@@ -226,6 +313,7 @@ def evaluate(
         out,
         list(rows.values()),
         protocols,
+        tiny_protocol=tiny["protocol"] if tiny else None,
         title="IGR evaluation",
         sample_grid=grid,
         paper_tables=("table1", "table3") if len(guidance) > 1 else ("table1",),

@@ -46,7 +46,8 @@ def architecture_config(model: IGRModel) -> ModelConfig:
     """The model's config with architectures read off the built modules and weight paths cleared, so it
     rebuilds the same shapes with no files but the pipeline folder's."""
     unet = _public_config(model.denoiser.unet.config)
-    unet.update(in_channels=4, encoder_hid_dim=None, encoder_hid_dim_type=None)  # the adapter is re-installed
+    # the denoiser's input is the latent (as many channels as it predicts); the adapter is re-installed
+    unet.update(in_channels=unet["out_channels"], encoder_hid_dim=None, encoder_hid_dim_type=None)
     text = dict(model.config.text_encoder) or {"hidden_size": int(model.prompts.embeddings.shape[-1])}
     return dataclasses.replace(
         model.config,

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from igr.atomic import atomic_directory
 from igr.config import ModelConfig
 from igr.errors import IGRError
+from igr.models.vae import PIXEL_UNSHUFFLE, PixelUnshuffleAutoencoder
 
 
 def load_images(shards: str, size: tuple[int, int], limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,12 +63,22 @@ def train_vae(
     persons, garments = load_images(shards, tuple(config.resolution))
     data = torch.cat([persons, garments])  # the VAE encodes both: persons for GarmNet, garments as targets
     gen = torch.Generator().manual_seed(seed)
-    vae = AutoencoderKL(**config.vae).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then cosine decay to 0
-        opt, lambda i: min((i + 1) / warmup, 0.5 * (1 + np.cos(np.pi * min(i, steps) / steps)))
-    )
+    if config.vae.get("autoencoder") == PIXEL_UNSHUFFLE:
+        # exact and parameter-free: nothing to train, only the latent statistics to measure
+        vae = PixelUnshuffleAutoencoder(**config.vae)
+        steps = 0
+    else:
+        vae = AutoencoderKL(**config.vae).train()
+    return _fit_and_save(vae, data, garments, gen, out, steps, batch_size, lr, kl_weight, overwrite)
+
+
+def _fit_and_save(vae, data, garments, gen, out, steps, batch_size, lr, kl_weight, overwrite) -> dict:
+    if steps:
+        opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+        warmup = max(1, steps // 20)
+        sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then cosine decay to 0
+            opt, lambda i: min((i + 1) / warmup, 0.5 * (1 + np.cos(np.pi * min(i, steps) / steps)))
+        )
     columns = [
         TextColumn("tiny VAE"),
         BarColumn(),
@@ -76,8 +87,8 @@ def train_vae(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
-    losses = []
-    with Progress(*columns) as progress:
+    losses = [float("nan")]
+    with Progress(*columns, disable=steps == 0) as progress:
         task = progress.add_task("vae", total=steps, l1=float("nan"))
         for _ in range(steps):
             idx = torch.randint(0, len(data), (batch_size,), generator=gen)

@@ -64,19 +64,22 @@ def test_worn_garment_is_related_to_the_target_but_not_a_copy():
 
 def test_mask_is_exactly_the_visible_garment():
     # Where the mask says garment, the person pixels carry the garment's colours; right outside it
-    # they do not (the background, skin and other clothes use other colours most of the time).
-    s = generate_sample(5, "train", 0, SyntheticConfig(size=(128, 96), defect_fraction=0.0, supersample=1))
-    m = s.mask.astype(bool)
+    # they do not (the background, skin and other clothes use other colours most of the time — so this is
+    # checked over several samples: one dark garment under strong shading can fail it on its own).
     from scipy import ndimage
 
-    ring = ndimage.binary_dilation(m, iterations=2) & ~m
-    inner = ndimage.binary_erosion(m, iterations=2)
-    assert ring.sum() > 50 and inner.sum() > 50
-    flat = _garment_colours(s)
-    palette = {tuple(c) for c in (flat // 24).tolist()}
-    frac_in = np.mean([tuple(c) in palette for c in (s.person[inner] // 24).tolist()])
-    frac_ring = np.mean([tuple(c) in palette for c in (s.person[ring] // 24).tolist()])
-    assert frac_in > frac_ring
+    wins, inside, outside = 0, [], []
+    for i in range(8):
+        s = generate_sample(5, "train", i, SyntheticConfig(size=(128, 96), defect_fraction=0.0, supersample=1))
+        m = s.mask.astype(bool)
+        ring = ndimage.binary_dilation(m, iterations=2) & ~m
+        inner = ndimage.binary_erosion(m, iterations=2)
+        assert ring.sum() > 50 and inner.sum() > 50
+        palette = {tuple(c) for c in (_garment_colours(s) // 24).tolist()}
+        inside.append(np.mean([tuple(c) in palette for c in (s.person[inner] // 24).tolist()]))
+        outside.append(np.mean([tuple(c) in palette for c in (s.person[ring] // 24).tolist()]))
+        wins += inside[-1] > outside[-1]
+    assert wins >= 6 and np.mean(inside) > 2 * np.mean(outside), (inside, outside)
 
 
 def test_defect_fraction_and_flags():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from igr.demo import run_demo
@@ -24,7 +25,7 @@ def test_masked_crop_baseline_keeps_only_the_garment_on_white():
     assert out[:, :2].eq(1).all() and out[:, 6:].eq(1).all() and out[:, 2:6].lt(0.1).all()
 
 
-def test_demo_quick_profile_runs_every_stage(tmp_path, monkeypatch):
+def _fresh_working_directory(tmp_path, monkeypatch) -> None:
     # The demo's eval reads the default metrics config, whose weights_dir (weights/metrics) is relative to the
     # working directory: run in a fresh one (with the demo's configs/ paths), so that `make download-weights` in
     # the checkout changes nothing here.
@@ -33,6 +34,23 @@ def test_demo_quick_profile_runs_every_stage(tmp_path, monkeypatch):
     (tmp_path / "weights" / "metrics").mkdir(parents=True)
     (tmp_path / "configs").symlink_to(CONFIG_DIR, target_is_directory=True)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.slow
+def test_demo_quick_profile_runs_every_stage_with_the_ablations(tmp_path, monkeypatch):
+    """Catches: a Table 2 row (w/o GarmNet, w/o HQFT) missing from the demo's report, or trained from the wrong stage."""
+    _fresh_working_directory(tmp_path, monkeypatch)
+    report = run_demo(str(tmp_path / "out"), str(tmp_path / "shards"), profile="quick", ablations=True)
+    text = report.read_text()
+    for stage in ("coarse w/o GarmNet", "fine-tune w/o GarmNet", "export w/o HQFT"):
+        assert f"| {stage} |" in text, stage
+    rows = json.loads((tmp_path / "out" / "metrics.json").read_text())["rows"]
+    assert {"w/o GarmNet", "w/o HQFT"} <= set(rows)
+    assert "Table 2 order on SSIM: full > w/o HQFT > w/o GarmNet" in text
+
+
+def test_demo_quick_profile_runs_every_stage(tmp_path, monkeypatch):
+    _fresh_working_directory(tmp_path, monkeypatch)
     out = tmp_path / "out"
     stale = out / "coarse" / "checkpoints" / "last.ckpt"  # a previous demo's run: must not be fine-tuned from
     stale.parent.mkdir(parents=True)
@@ -40,12 +58,24 @@ def test_demo_quick_profile_runs_every_stage(tmp_path, monkeypatch):
     report = run_demo(str(out), str(tmp_path / "shards"), profile="quick")
     assert not (out / "coarse" / "checkpoints" / "last-v1.ckpt").exists() and stale.stat().st_size > 5
     text = report.read_text()
-    for stage in ("tiny VAE", "coarse", "HQFT curation", "fine-tune", "export", "eval"):
+    for stage in ("autoencoder", "coarse", "HQFT curation", "fine-tune", "export", "eval"):
         assert f"| {stage} |" in text, stage
-    assert "masked-crop baseline" in text and "same model at initialisation" in text
-    rows = json.loads((out / "metrics.json").read_text())["rows"]
-    assert set(rows) == {"IGR tiny (coarse + HQFT)", "same model at initialisation", "masked-crop baseline"}
-    for values in rows.values():
-        assert 0 < values["ssim"] <= 1
-        assert values["fid"].startswith("n/a")  # no Inception weights here: said, not faked
+    assert "## Goals (issue 13)" in text and "Tiny-world metrics" in text
+    summary = json.loads((out / "metrics.json").read_text())
+    rows = summary["rows"]
+    assert set(rows) == {
+        "IGR tiny (coarse + HQFT)", "same model at initialisation",
+        "masked-crop baseline", "category-mean baseline", "autoencoder reconstruction of the ground truth",
+        "ground truth (classifier ceiling)",
+    }
+    for name, values in rows.items():
+        assert 0 < values["ssim"] <= 1, name
+        for key in ("kind_acc", "colour_acc", "pattern_acc", "fd_tiny", "kd_tiny"):
+            assert isinstance(values[key], float), (name, key)
+            lo, hi = summary["ci95"][name][key]
+            assert lo <= hi, (name, key)
+    assert rows["autoencoder reconstruction of the ground truth"]["ssim"] == 1.0  # the exact autoencoder
+    assert summary["autoencoder_reconstruction_ssim"] == 1.0
+    assert rows["masked-crop baseline"]["fid"].startswith("n/a")  # no Inception weights here: said, not faked
+    assert set(summary["goals"]) >= {"SSIM above the masked-crop baseline", "colour family right ≥ 70 %"}
     assert (out / "pipeline" / "model.yaml").is_file() and (out / "eval" / "samples.png").is_file()

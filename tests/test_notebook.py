@@ -4,6 +4,7 @@ and on nothing at all (random-init tiny model, synthetic people), saying which i
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +64,18 @@ def test_notebook_runs_on_a_pipeline_folder_and_shards(tiny_model, tmp_path, mon
 
     model_dir = export_pipeline(tiny_model, tmp_path / "pipe")
     shards = _write_shard(tmp_path / "shards")
-    text, figures = _execute(monkeypatch, IGR_MODEL_DIR=model_dir, IGR_SHARDS=shards, IGR_STEPS=2)
+    metrics = tmp_path / "metrics.json"  # the demo's summary layout (igr.demo.write_demo_report)
+    metrics.write_text(json.dumps({
+        "profile": "default",
+        "rows": {"category-mean baseline": {"ssim": 0.4012, "kind_acc": 0.25, "fid": "n/a (no weights)"}},
+        "ci95": {"category-mean baseline": {"ssim": [0.3811, 0.4213]}},
+        "goals": {"SSIM above the category-mean baseline": False},
+    }))
+    text, figures = _execute(monkeypatch, IGR_MODEL_DIR=model_dir, IGR_SHARDS=shards, IGR_STEPS=2,
+                             IGR_DEMO_METRICS=metrics)
     assert f"loaded the pipeline in {model_dir}" in text
+    assert "category-mean baseline" in text and "0.401 [ 0.381, 0.421]" in text and "0.250" in text
+    assert "NOT met: SSIM above the category-mean baseline" in text
     assert f"4 samples from {shards}" in text
     assert "RANDOM-INIT" not in text and "SYNTHETIC" not in text
     assert figures == 4  # batch, p_g crops, guidance rows, attention heat map
@@ -73,7 +84,9 @@ def test_notebook_runs_on_a_pipeline_folder_and_shards(tiny_model, tmp_path, mon
 
 def test_notebook_falls_back_to_a_random_tiny_model_and_synthetic_people(tmp_path, monkeypatch):
     text, figures = _execute(
-        monkeypatch, IGR_MODEL_DIR=tmp_path / "no-model", IGR_SHARDS=tmp_path / "no-shards", IGR_STEPS=2
+        monkeypatch, IGR_MODEL_DIR=tmp_path / "no-model", IGR_SHARDS=tmp_path / "no-shards", IGR_STEPS=2,
+        IGR_DEMO_METRICS=tmp_path / "no-metrics.json",
     )
     assert "RANDOM-INIT tiny model" in text and "4 SYNTHETIC person images" in text
+    assert "no demo metrics at" in text
     assert figures == 4

@@ -25,7 +25,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", type=_floats, help="guidance scales, e.g. 1.0,1.5,2.0,2.5 (Table 3)")
     parser.add_argument("--steps", type=int, help="sampling steps (default: the pipeline's, 25)")
     parser.add_argument("--sampler", choices=["ddim", "dpmsolver++"], help="sampler (default: the pipeline's, DDIM)")
-    parser.add_argument("--baseline", choices=["masked-crop"], help="add the no-model masked-crop row")
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        choices=["masked-crop", "category-mean"],
+        default=[],
+        help="add a no-model row (repeatable): masked-crop (the person crop under the mask), category-mean (the "
+        "mean training garment of the sample's category; needs --train-shards)",
+    )
+    parser.add_argument(
+        "--train-shards",
+        help="the tiny world's training shards: trains the garment classifier for kind/colour/pattern accuracy, "
+        "fd_tiny and kd_tiny (with bootstrap intervals), and gives the category-mean baseline its garments",
+    )
+    parser.add_argument(
+        "--reconstruction",
+        action="store_true",
+        help="add the row 'autoencoder reconstruction of the ground truth' (the first model's VAE): its ceiling",
+    )
+    parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the tiny-world intervals")
+    parser.add_argument("--classifier-steps", type=int, default=600, help="training steps of the tiny-world classifier")
     parser.add_argument("--limit", type=int, help="evaluate only the first N samples")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
@@ -54,7 +73,11 @@ def run(args: argparse.Namespace) -> int:
         metrics_config=args.metrics_config,
         unpaired_shards=args.unpaired_shards,
         real=args.real,
-        baseline=args.baseline == "masked-crop",
+        baselines=args.baseline,
+        train_shards=args.train_shards,
+        reconstruction=args.reconstruction,
+        bootstrap_resamples=args.bootstrap,
+        classifier_steps=args.classifier_steps,
         limit=args.limit,
         batch_size=args.batch_size,
         seed=args.seed,

@@ -32,6 +32,10 @@ DEFECTS = ("truncated", "occluded", "side_view", "extreme_proportion")
 GARMENT_TYPES = {"upper": ("tee", "longsleeve", "tank"), "lower": ("trousers", "shorts", "skirt"),
                  "full": ("dress", "sleeved_dress")}
 PATTERNS = ("solid", "stripes_h", "stripes_v", "stripes_d", "checks", "dots", "blocks")
+KINDS = tuple(k for kinds in GARMENT_TYPES.values() for k in kinds)
+# Colour families of a garment's dominant colour (meta.json "colour_family"): six 60° hue sectors centred on
+# the primaries/secondaries, and three achromatic families. What a person would say the garment's colour is.
+COLOUR_FAMILIES = ("red", "yellow", "green", "cyan", "blue", "magenta", "white", "grey", "black")
 
 # Camera windows (body units, 0 = top of head, 1 = soles) framing each category like the real
 # datasets: VITON-HD-style half-body for tops, waist-down for bottoms, full figure for dresses.
@@ -77,23 +81,57 @@ def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
     return int(r * 255 + 0.5), int(g * 255 + 0.5), int(b * 255 + 0.5)
 
 
+def colour_family(rgb: tuple[int, int, int]) -> str:
+    """The family of one sRGB colour: achromatic by value when saturation is low or value is very low,
+    else the 60° hue sector (red centred on 0°)."""
+    h, sat, v = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
+    if v < 0.32:
+        return "black"
+    if sat < 0.15:
+        return "white" if v > 0.75 else "grey"
+    return COLOUR_FAMILIES[int(((h * 360 + 30) % 360) // 60)]
+
+
+def _hex(c: tuple[int, int, int]) -> str:
+    return "#" + "".join(f"{v:02x}" for v in c)
+
+
+def _dominant_colour(sprite: Image.Image, palette: list[tuple[int, int, int]]) -> int:
+    """Index of the palette colour nearest to most of the garment's pixels (pattern, trim and logo included)."""
+    a = np.asarray(sprite).astype(np.float32)
+    px = a[a[..., 3] > 127][:, :3]
+    if len(px) == 0:
+        return 0
+    d = ((px[:, None, :] - np.asarray(palette, np.float32)[None]) ** 2).sum(-1)
+    return int(np.bincount(d.argmin(1), minlength=len(palette)).argmax())
+
+
 def _shade(c: tuple[int, int, int], f: float) -> tuple[int, int, int]:
     return tuple(int(min(255, max(0, v * f))) for v in c)
 
 
+def _family_hue(h: float) -> float:
+    """Squeeze a hue into the central 40° of its 60° family sector, so no garment colour sits on a family
+    boundary and ``colour_family`` is a label a classifier (or a person) can get right."""
+    deg = (h * 360 + 30) % 360
+    sector, u = divmod(deg, 60)
+    return ((sector * 60 + (u / 60 - 0.5) * 40) % 360) / 360
+
+
 def _palette(rng: np.random.Generator) -> list[tuple[int, int, int]]:
-    h = rng.random()
-    base = _hsv(h, rng.uniform(0.35, 0.9), rng.uniform(0.35, 0.92))
+    h = _family_hue(rng.random())
+    base = _hsv(h, rng.uniform(0.4, 0.9), rng.uniform(0.42, 0.92))
     mode = rng.integers(4)
     if mode == 0:  # complementary
-        second = _hsv(h + 0.5 + rng.uniform(-0.08, 0.08), rng.uniform(0.4, 0.9), rng.uniform(0.5, 0.95))
+        second = _hsv(_family_hue(h + 0.5 + rng.uniform(-0.08, 0.08)), rng.uniform(0.4, 0.9), rng.uniform(0.5, 0.95))
     elif mode == 1:  # same hue, other value
-        second = _hsv(h, rng.uniform(0.2, 0.6), rng.uniform(0.85, 1.0) if rng.random() < 0.5 else rng.uniform(0.15, 0.3))
+        second = _hsv(h, rng.uniform(0.25, 0.6), rng.uniform(0.85, 1.0) if rng.random() < 0.5 else rng.uniform(0.1, 0.22))
     elif mode == 2:  # white or near-black
         second = (245, 245, 240) if rng.random() < 0.6 else (30, 30, 38)
     else:  # analogous
-        second = _hsv(h + rng.choice([-1, 1]) * rng.uniform(0.12, 0.25), rng.uniform(0.5, 0.9), rng.uniform(0.5, 0.95))
-    third = _hsv(rng.random(), rng.uniform(0.6, 1.0), rng.uniform(0.7, 1.0))
+        second = _hsv(_family_hue(h + rng.choice([-1, 1]) * rng.uniform(0.12, 0.25)), rng.uniform(0.5, 0.9),
+                      rng.uniform(0.5, 0.95))
+    third = _hsv(_family_hue(rng.random()), rng.uniform(0.6, 1.0), rng.uniform(0.7, 1.0))
     return [base, second, third]
 
 
@@ -188,11 +226,11 @@ def _make_garment(rng: np.random.Generator, category: str, body: dict) -> Garmen
     pattern = str(rng.choice(PATTERNS, p=[0.16, 0.14, 0.14, 0.12, 0.16, 0.14, 0.14]))
     params = {
         "period": float(rng.uniform(0.035, 0.075)),  # body units
-        "duty": float(rng.uniform(0.3, 0.6)),
+        "duty": float(rng.uniform(0.25, 0.4)),  # the base colour stays dominant (colour_family is unambiguous)
         "angle": float(rng.choice([-1, 1]) * rng.uniform(0.6, 0.9)),
         "radius": float(rng.uniform(0.008, 0.015)),
         "phase": float(rng.random()),
-        "split": float(rng.uniform(0.35, 0.6)),
+        "split": float(rng.uniform(0.6, 0.75)),
         "blocks": str(rng.choice(["h", "v", "yoke"])),
     }
     logo = None
@@ -246,7 +284,7 @@ def _pattern_rgb(g: Garment, ppb: float, w: int, h: int, x0: float, y0: float) -
         if p["blocks"] == "h":
             idx = (y > ymin + p["split"] * (ymax - ymin)).astype(np.uint8)
         elif p["blocks"] == "v":
-            idx = (x > 0).astype(np.uint8)
+            idx = (x > xmin + p["split"] * (xmax - xmin)).astype(np.uint8)
         else:  # yoke: a band across the chest/hips in the third colour
             band = (y > ymin + 0.12 * (ymax - ymin)) & (y < ymin + 0.28 * (ymax - ymin))
             idx = np.where(band, 2, (y > ymin + p["split"] * (ymax - ymin)).astype(np.uint8)).astype(np.uint8)
@@ -566,6 +604,7 @@ def generate_sample(seed: int, split: str, index: int, cfg: SyntheticConfig | No
         else:
             ppb_flat = min(0.985 * RH / gh, 0.985 * RW / gw)
     sprite, origin = render_sprite(g, ppb_flat)
+    dominant = g.palette[_dominant_colour(sprite, g.palette)]
     bg = int(rng.integers(232, 251))
     tint = rng.integers(-4, 5, size=3)
     flat_bg = tuple(int(np.clip(bg + t, 0, 255)) for t in tint)
@@ -657,7 +696,10 @@ def generate_sample(seed: int, split: str, index: int, cfg: SyntheticConfig | No
         "split": split,
         "index": int(index),
         "flags": flags,
-        "garment": {"kind": g.kind, "pattern": g.pattern, "logo": g.logo["shape"] if g.logo else None},
+        "garment": {"kind": g.kind, "pattern": g.pattern, "logo": g.logo["shape"] if g.logo else None,
+                    "colours": [_hex(c) for c in g.palette],
+                    "dominant_colour": _hex(dominant),
+                    "colour_family": colour_family(dominant)},
     }
     if extreme_kind:
         meta["extreme"] = extreme_kind

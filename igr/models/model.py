@@ -20,7 +20,7 @@ from igr.models.garmnet import GarmNet
 from igr.models.image_encoder import GarmentImageEncoder
 from igr.models.prompts import CategoryPrompts, build_text_encoder
 from igr.models.unet import add_input_channels, build_unet
-from igr.models.vae import FrozenVAE, build_vae
+from igr.models.vae import FrozenVAE, build_vae, check_latent_channels
 from igr.sampling import guided, inference_scheduler, sample
 
 
@@ -266,6 +266,7 @@ def build_parts(
             ip_adapter_path=None if meta else config.ip_adapter_path,
         )
         vae = FrozenVAE(build_vae(config.vae, sd_path, None if meta else config.vae_path))
+        check_latent_channels(vae, dict(base.config))
         prompts = CategoryPrompts(config.prompts, dim=text_encoder.config.hidden_size)
     if not meta and encode_prompts:
         prompts.encode(text_encoder, config.tokenizer, config.sd_path)

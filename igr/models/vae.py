@@ -1,50 +1,153 @@
-"""Frozen VAE (SD1.5's ``AutoencoderKL``, or the tiny VAE the demo trains): pixels ↔ scaled latents."""
+"""Frozen autoencoder: pixels ↔ scaled latents.
+
+Two kinds, chosen by the model config's ``vae:`` section:
+
+* SD1.5's ``AutoencoderKL`` (or the tiny one ``igr train-vae`` trains) — the paper's latent space;
+* ``autoencoder: pixel_unshuffle`` — an exact, parameter-free autoencoder for the tiny world: space-to-depth
+  with a fixed patch size (64×48×3 → 16×12×48 for patch 4), so diffusion runs on the pixels themselves through the
+  same UNets. A tiny learned VAE trained for minutes loses most colour (its reconstructions of ground-truth garments
+  are grey silhouettes, DESIGN.md §7); this one reconstructs exactly, so the tiny world's ceiling is the diffusion
+  model's, not the autoencoder's.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderKL
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 
+from igr.errors import IGRError, WeightsError
 from igr.weights_io import load_diffusers_model
 
+PIXEL_UNSHUFFLE = "pixel_unshuffle"
 
-def build_vae(config: dict[str, Any], sd_path: str | None, vae_path: str | None) -> AutoencoderKL:
+
+class _ExactLatent:
+    """The posterior of an exact encoder: a point mass (``mode`` and ``sample`` are the same tensor)."""
+
+    def __init__(self, z: torch.Tensor) -> None:
+        self.z = z
+
+    def mode(self) -> torch.Tensor:
+        return self.z
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.z
+
+
+class _Encoded:
+    def __init__(self, z: torch.Tensor) -> None:
+        self.latent_dist = _ExactLatent(z)
+
+
+class _Decoded:
+    def __init__(self, x: torch.Tensor) -> None:
+        self.sample = x
+
+
+class PixelUnshuffleAutoencoder(ModelMixin, ConfigMixin):
+    """Space-to-depth autoencoder with the ``AutoencoderKL`` call surface (``encode(x).latent_dist``,
+    ``decode(z).sample``, ``config.latent_channels``), so :class:`FrozenVAE` and the pipeline folder treat it like
+    any VAE. ``decode(encode(x))`` is ``x`` exactly. Latent statistics live in the config, as for the tiny VAE."""
+
+    @register_to_config
+    def __init__(
+        self,
+        autoencoder: str = PIXEL_UNSHUFFLE,
+        patch_size: int = 4,
+        in_channels: int = 3,
+        latent_channels: int | None = None,
+        latents_mean: list[float] | None = None,
+        latents_std: list[float] | None = None,
+        scaling_factor: float = 1.0,
+    ) -> None:
+        super().__init__()
+        expected = in_channels * patch_size**2
+        if autoencoder != PIXEL_UNSHUFFLE:
+            raise ValueError(f"vae.autoencoder: '{autoencoder}' is not '{PIXEL_UNSHUFFLE}'")
+        if latent_channels not in (None, expected):
+            raise ValueError(
+                f"vae.latent_channels: {latent_channels}, but patch {patch_size} of {in_channels} channels "
+                f"gives {expected}"
+            )
+        self.register_to_config(latent_channels=expected)
+        # a parameter-free module still needs a dtype/device for ModelMixin: one empty buffer carries them
+        self.register_buffer("_anchor", torch.zeros(0), persistent=False)
+
+    @property
+    def downsampling_factor(self) -> int:
+        return int(self.config.patch_size)
+
+    def encode(self, x: torch.Tensor, return_dict: bool = True) -> _Encoded:
+        return _Encoded(F.pixel_unshuffle(x, self.config.patch_size))
+
+    def decode(self, z: torch.Tensor, return_dict: bool = True) -> _Decoded:
+        return _Decoded(F.pixel_shuffle(z, self.config.patch_size))
+
+
+def _is_pixel_unshuffle(config: dict[str, Any]) -> bool:
+    return config.get("autoencoder") == PIXEL_UNSHUFFLE
+
+
+def build_vae(config: dict[str, Any], sd_path: str | None, vae_path: str | None) -> torch.nn.Module:
     if vae_path:
+        meta = Path(vae_path) / "config.json"
+        if meta.is_file() and json.loads(meta.read_text()).get("_class_name") == PixelUnshuffleAutoencoder.__name__:
+            try:
+                return PixelUnshuffleAutoencoder.from_config(PixelUnshuffleAutoencoder.load_config(vae_path))
+            except Exception as exc:
+                raise WeightsError(f"{vae_path}: cannot load the pixel-unshuffle autoencoder ({exc})") from exc
         return load_diffusers_model(AutoencoderKL, vae_path)
     if sd_path:
         return load_diffusers_model(AutoencoderKL, Path(sd_path) / "vae")
+    if _is_pixel_unshuffle(config):
+        return PixelUnshuffleAutoencoder(**config)
     return AutoencoderKL(**config)
+
+
+def downsampling_factor(vae: torch.nn.Module) -> int:
+    """Pixels per latent along each side: the patch size, or 2 per ``AutoencoderKL`` down block after the first
+    (8 for SD1.5)."""
+    if isinstance(vae, PixelUnshuffleAutoencoder):
+        return vae.downsampling_factor
+    return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 class FrozenVAE(torch.nn.Module):
     """Latents are ``(z - mean) / std * scaling_factor`` with diffusers' per-channel ``latents_mean``/``latents_std``
-    when the VAE config has them (the demo's tiny VAE, as Playground/SDXL-style VAEs do), else SD1.5's plain
+    when the VAE config has them (the demo's tiny autoencoders, as Playground/SDXL-style VAEs do), else SD1.5's plain
     ``z * scaling_factor``. Zero-mean latents matter: sampling starts from zero-mean noise, so a latent offset
     the model never learns to produce shows up as washed-out, grey images."""
 
-    def __init__(self, vae: AutoencoderKL) -> None:
+    def __init__(self, vae: torch.nn.Module) -> None:
         super().__init__()
         self.vae = vae.requires_grad_(False).eval()
         self.scaling_factor = float(vae.config.scaling_factor)
-        c = vae.config.latent_channels
+        c = self.latent_channels = int(vae.config.latent_channels)
         mean, std = vae.config.get("latents_mean"), vae.config.get("latents_std")
         self.register_buffer("latents_mean", torch.tensor(mean or [0.0] * c).view(1, c, 1, 1), persistent=False)
         self.register_buffer("latents_std", torch.tensor(std or [1.0] * c).view(1, c, 1, 1), persistent=False)
-        # spatial down-sampling factor: 2 per down block after the first (8 for SD1.5)
-        self.factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.factor = downsampling_factor(vae)
 
     def train(self, mode: bool = True):
         return super().train(False)
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.vae.dtype
 
     @torch.no_grad()
     def encode(
         self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """(B,3,H,W) in [-1,1] → (B,C,H/f,W/f) scaled latents (posterior mean unless ``sample``)."""
-        dist = self.vae.encode(x.to(self.vae.dtype)).latent_dist
+        dist = self.vae.encode(x.to(self._dtype)).latent_dist
         z = dist.sample(generator) if sample else dist.mode()
         return (z - self.latents_mean.to(z)) / self.latents_std.to(z) * self.scaling_factor
 
@@ -52,4 +155,14 @@ class FrozenVAE(torch.nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Scaled latents → (B,3,H,W) in [-1,1]."""
         z = z / self.scaling_factor * self.latents_std.to(z) + self.latents_mean.to(z)
-        return self.vae.decode(z.to(self.vae.dtype)).sample.clamp(-1, 1)
+        return self.vae.decode(z.to(self._dtype)).sample.clamp(-1, 1)
+
+
+def check_latent_channels(vae: FrozenVAE, unet_config: dict[str, Any]) -> None:
+    """The denoiser predicts latents: its output channels must be the autoencoder's latent channels."""
+    out = unet_config.get("out_channels")
+    if out != vae.latent_channels:
+        raise IGRError(
+            f"model.unet.out_channels: {out}, but the autoencoder has {vae.latent_channels} latent channels "
+            "(set unet in_channels/out_channels to the VAE's latent_channels)"
+        )

@@ -1,0 +1,183 @@
+"""The tiny world's evidence: the exact pixel-unshuffle autoencoder, the generator's colour labels, the garment
+classifier's scores with bootstrap intervals, the category-mean baseline and the demo's goal check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from igr.config import CONFIG_DIR, load_model_config
+from igr.errors import IGRError
+
+
+@pytest.fixture
+def pixel_config():
+    return load_model_config(CONFIG_DIR / "model" / "tiny_pixel.yaml")
+
+
+def test_pixel_unshuffle_autoencoder_is_exact_and_survives_a_pipeline_folder(pixel_config, tmp_path):
+    """Catches: an encode/decode pair that is not each other's inverse (e.g. a patch order or a latent-statistics
+    mistake), a latent shape that ignores the patch size, and an export that drops the autoencoder's config
+    (the folder would rebuild a 4-channel AutoencoderKL and fail to load)."""
+    from igr.export import export_pipeline, load_pipeline
+    from igr.models import build_model
+    from igr.models.vae import PixelUnshuffleAutoencoder
+
+    torch.manual_seed(0)
+    model = build_model(pixel_config).eval()
+    model.vae.latents_mean.fill_(0.3)  # statistics must be undone exactly by decode
+    model.vae.latents_std.fill_(0.5)
+    x = torch.rand(2, 3, 64, 48) * 2 - 1
+    z = model.vae.encode(x)
+    assert z.shape == (2, 48, 16, 12) and model.latent_shape(2) == (2, 48, 16, 12)
+    # pixel (row 5, col 6) sits in patch (1, 1), position (1, 2) inside it: channel c * 16 + 1 * 4 + 2
+    torch.testing.assert_close(z[0, 0 * 16 + 6, 1, 1], (x[0, 0, 5, 6] - 0.3) / 0.5)
+    torch.testing.assert_close(model.vae.decode(z), x, atol=1e-6, rtol=0)
+    export_pipeline(model, tmp_path / "pipe")
+    loaded, _ = load_pipeline(tmp_path / "pipe")
+    assert isinstance(loaded.vae.vae, PixelUnshuffleAutoencoder) and loaded.denoiser.unet.config.in_channels == 48
+    out = loaded.restore(x, torch.ones(2, 1, 64, 48), ["upper", "lower"], num_inference_steps=2)
+    assert out.shape == (2, 3, 64, 48)
+
+
+def test_unet_channels_must_match_the_autoencoder(pixel_config):
+    """Catches: a UNet predicting 4 channels on a 48-channel latent being built (it fails later, deep in a conv)."""
+    from dataclasses import replace
+
+    from igr.models import build_model
+
+    bad = replace(pixel_config, unet={**pixel_config.unet, "in_channels": 4, "out_channels": 4})
+    with pytest.raises(IGRError, match="model.unet.out_channels: 4, but the autoencoder has 48"):
+        build_model(bad)
+
+
+def test_train_vae_on_the_pixel_autoencoder_measures_statistics_only(pixel_config, tmp_path):
+    """Catches: `igr train-vae` trying to optimise a parameter-free autoencoder, or saving statistics that are not
+    the garments' per-channel mean and std (the mean of channel 0 is the mean red value at patch position (0, 0))."""
+    from igr.cli import main
+    from igr.data.shards import iter_samples
+    from igr.models.vae import build_vae
+    from igr.vae_train import train_vae
+
+    assert main(["make-shards", "synthetic", "--out", str(tmp_path / "s"), "--split", "train", "--num", "6",
+                 "--size", "64x48", "--seed", "1"]) == 0
+    result = train_vae(pixel_config, str(tmp_path / "s" / "train.json"), tmp_path / "vae", steps=50)
+    assert result["steps"] == 0 and result["reconstruction_l1"] == 0
+    vae = build_vae({}, None, str(tmp_path / "vae"))
+    red = np.stack([s["garment"][::4, ::4, 0] for s in iter_samples(str(tmp_path / "s" / "train.json"))])
+    assert vae.config.latents_mean[0] == pytest.approx(red.mean() / 127.5 - 1, abs=1e-4)
+
+
+def test_colour_family_labels():
+    """Catches: wrong hue sectors, achromatic colours given a hue, and meta.json labels that are not the family of
+    the garment's dominant colour."""
+    from igr.data.synthetic import (
+        COLOUR_FAMILIES,
+        SyntheticConfig,
+        _family_hue,
+        colour_family,
+        generate_sample,
+    )
+
+    cases = {(230, 20, 20): "red", (230, 220, 30): "yellow", (30, 200, 40): "green", (30, 200, 210): "cyan",
+             (30, 40, 220): "blue", (220, 30, 210): "magenta", (245, 245, 240): "white", (128, 128, 128): "grey",
+             (30, 30, 38): "black"}
+    assert {c: colour_family(c) for c in cases} == cases
+    for h in np.linspace(0, 1, 97):  # squeezed hues keep ≥ 10° from every family boundary (30° + k·60°)
+        deg = _family_hue(float(h)) * 360
+        assert min(abs((deg - 30) % 60), 60 - abs((deg - 30) % 60)) >= 10 - 1e-6
+    for i in range(5):
+        g = generate_sample(0, "train", i, SyntheticConfig(size=(64, 48))).meta["garment"]
+        rgb = tuple(int(g["dominant_colour"][k : k + 2], 16) for k in (1, 3, 5))
+        assert g["colour_family"] == colour_family(rgb) in COLOUR_FAMILIES and g["dominant_colour"] in g["colours"]
+
+
+def test_labels_from_meta_names_the_sample_and_the_missing_label():
+    """Catches: shards from before the colour labels being scored with a silent default class."""
+    from igr.metrics.tiny import labels_from_meta
+
+    ok = {"garment": {"kind": "skirt", "colour_family": "blue", "pattern": "dots"}}
+    assert labels_from_meta(ok, "x") == {"kind": 5, "colour": 4, "pattern": 5}  # KINDS[5], COLOUR_FAMILIES[4]
+    with pytest.raises(IGRError, match=r"a.tar: k1: meta.json has no garment colour"):
+        labels_from_meta({"garment": {"kind": "skirt", "pattern": "dots"}}, "a.tar: k1")
+
+
+def test_category_mean_baseline_is_the_per_category_mean():
+    """Catches: a mean over all garments (ignoring the category) or over the wrong axis."""
+    from igr.metrics.tiny import GarmentSet, category_mean_baseline, category_mean_garments
+
+    imgs = torch.tensor([10, 20, 200, 7], dtype=torch.uint8)[:, None, None, None].expand(4, 3, 2, 2).contiguous()
+    train = GarmentSet(imgs, ["upper", "upper", "lower", "full"], {}, ["a", "b", "c", "d"])
+    out = category_mean_baseline(category_mean_garments(train), ["lower", "upper", "full"])
+    assert out[:, 0, 0, 0].tolist() == [200, 15, 7] and out.dtype == torch.uint8
+    with pytest.raises(IGRError, match="no training garments of categories"):
+        category_mean_baseline(category_mean_garments(train), ["dress"])
+
+
+def _constant_classifier(classes: dict[str, int]):
+    """A classifier that predicts one fixed class per attribute (zero weights, one-hot bias)."""
+    from igr.metrics.tiny import GarmentClassifier
+
+    clf = GarmentClassifier({"kind": 8, "colour": 9, "pattern": 7}).eval()
+    with torch.no_grad():
+        for a, head in clf.heads.items():
+            head.weight.zero_()
+            head.bias.fill_(-1.0)
+            head.bias[classes[a]] = 1.0
+    return clf
+
+
+def test_scores_and_bootstrap_intervals():
+    """Catches: accuracies not compared with the ground-truth labels, distances not zero for identical sets,
+    intervals that do not contain the point value, and bootstrap draws that are not seeded."""
+    from igr.metrics.tiny import bootstrap, score_row
+
+    g = torch.Generator().manual_seed(0)
+    gt = torch.randint(0, 256, (12, 3, 16, 12), generator=g, dtype=torch.uint8)
+    labels = {"kind": torch.tensor([2] * 9 + [0] * 3), "colour": torch.tensor([1] * 6 + [3] * 6),
+              "pattern": torch.tensor([0] * 12)}
+    clf = _constant_classifier({"kind": 2, "colour": 3, "pattern": 6})
+    row = score_row(clf, gt, gt, labels)
+    point, ci = bootstrap(row, row.features, resamples=20, seed=1)
+    assert point["kind_acc"] == 0.75 and point["colour_acc"] == 0.5 and point["pattern_acc"] == 0
+    assert point["ssim"] == pytest.approx(1.0) and abs(point["fd_tiny"]) < 1e-6
+    for k, (lo, hi) in ci.items():
+        assert lo - 1e-9 <= point[k] <= hi + 1e-9 or k in ("fd_tiny", "kd_tiny"), k
+    assert ci["colour_acc"][0] < 0.5 < ci["colour_acc"][1]
+    assert bootstrap(row, row.features, resamples=20, seed=1)[1] == ci
+    shifted = row.features + 0.5  # Fréchet distance of a shift: ‖δ‖² = D · 0.25
+    row.features = shifted
+    assert bootstrap(row, shifted - 0.5, resamples=2)[0]["fd_tiny"] == pytest.approx(64 * 0.25, rel=1e-6)
+
+
+def test_demo_goal_check():
+    """Catches: a goal reported as met when a baseline is better, or the Table 2 order checked the wrong way
+    round (fd_tiny is lower-is-better)."""
+    from igr.demo import check_goals
+
+    rows = {
+        "IGR tiny (coarse + HQFT)": {"ssim": 0.6, "kind_acc": 0.95, "colour_acc": 0.69, "fd_tiny": 1.0},
+        "masked-crop baseline": {"ssim": 0.45},
+        "category-mean baseline": {"ssim": 0.62},
+        "w/o HQFT": {"ssim": 0.55, "fd_tiny": 1.5},  # fd order right, SSIM order wrong (0.55 < 0.56)
+        "w/o GarmNet": {"ssim": 0.56, "fd_tiny": 2.0},
+    }
+    goals = check_goals(rows, "long")
+    assert [text for text, ok in goals.items() if not ok] == [
+        "SSIM above the category-mean baseline",
+        "colour family right ≥ 70 %",
+        "Table 2 order on SSIM: full > w/o HQFT > w/o GarmNet",
+    ]
+    assert "SSIM ≥ masked-crop + 0.10" not in check_goals({}, "default")
+
+
+def test_demo_stages_run_with_passive_openmp(monkeypatch):
+    """Catches: demo stages inheriting spinning OpenMP threads (7× slower training on a busy machine), or the
+    demo overriding a value the user chose."""
+    from igr.demo import stage_env
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert stage_env()["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert stage_env()["OMP_WAIT_POLICY"] == "ACTIVE"
