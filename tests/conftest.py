@@ -30,6 +30,18 @@ def tiny_model(tiny_config):
     return build_model(tiny_config).eval()
 
 
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory):
+    """A random-init tiny model exported as a pipeline folder (seed 0), shared by the tests that only read it."""
+    from igr.config import CONFIG_DIR, load_model_config
+    from igr.export import export_pipeline
+    from igr.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(load_model_config(CONFIG_DIR / "model" / "tiny.yaml")).eval()
+    return export_pipeline(model, tmp_path_factory.mktemp("model") / "pipe")
+
+
 def make_batch(batch: int = 2, size: tuple[int, int] = (64, 48), seed: int = 0) -> dict:
     """A person/mask/garment batch in the DataModule's format: tensors in [-1, 1] and {0, 1}."""
     g = torch.Generator().manual_seed(seed)

@@ -33,9 +33,13 @@ def fit_args(shards: Path, run: Path, steps: int = 2, every: int = 2, *extra: st
     callbacks = run.parent / f"{run.name}-callbacks.yaml"
     callbacks.parent.mkdir(parents=True, exist_ok=True)
     callbacks.write_text(CALLBACKS.format(every=every))
+    return ["fit", "-c", str(CONFIG_DIR / "experiment" / "demo.yaml"), *tiny_overrides(shards, run, steps, every),
+            "-c", str(callbacks), *extra]
+
+
+def tiny_overrides(shards: Path, run: Path, steps: int = 2, every: int = 2) -> list[str]:
+    """The CPU overlay, the tiny model on ``shards`` at 64x48, batch 2, ``steps`` steps, validation every ``every``."""
     return [
-        "fit",
-        "-c", str(CONFIG_DIR / "experiment" / "demo.yaml"),
         "-c", str(CONFIG_DIR / "trainer" / "cpu.yaml"),
         f"--model.model={CONFIG_DIR / 'model' / 'tiny.yaml'}",
         f"--data.train_shards={shards / 'train.json'}",
@@ -47,6 +51,4 @@ def fit_args(shards: Path, run: Path, steps: int = 2, every: int = 2, *extra: st
         f"--trainer.max_steps={steps}",
         f"--trainer.val_check_interval={every}",
         "--trainer.limit_val_batches=1",
-        "-c", str(callbacks),
-        *extra,
     ]

@@ -9,7 +9,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 from image_cases import FORMATS, H, W, assert_pixels, write, write_mask
 from PIL import Image
 
@@ -19,14 +18,8 @@ from igr.data import iter_samples
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from igr.config import CONFIG_DIR, load_model_config
-    from igr.export import export_pipeline
-    from igr.models import build_model
-
-    torch.manual_seed(0)
-    model = build_model(load_model_config(CONFIG_DIR / "model" / "tiny.yaml")).eval()
-    return export_pipeline(model, tmp_path_factory.mktemp("model") / "pipe")
+def model_dir(tiny_pipeline_dir):
+    return tiny_pipeline_dir
 
 
 class _Seen(Exception):

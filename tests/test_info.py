@@ -46,8 +46,8 @@ def test_experiment_files_name_their_model_and_diffusion(tmp_path):
     from igr.errors import IGRError
 
     demo = CONFIG_DIR / "experiment" / "demo.yaml"
-    assert load_model_config(demo) == load_model_config(CONFIG_DIR / "model" / "tiny.yaml")
-    assert load_diffusion_config(demo).prediction_type == "v_prediction"
+    assert load_model_config(demo) == load_model_config(CONFIG_DIR / "model" / "tiny_pixel.yaml")
+    assert load_diffusion_config(demo).prediction_type == "sample"
     assert load_diffusion_config(CONFIG_DIR / "experiment" / "demo_finetune.yaml") == load_diffusion_config(demo)
     assert load_diffusion_config(CONFIG_DIR / "experiment" / "coarse.yaml") == DiffusionConfig()  # the paper's ε
     assert load_diffusion_config(CONFIG_DIR / "model" / "tiny.yaml") == DiffusionConfig()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from parser_helpers import make_parser
 from PIL import Image
 
@@ -116,14 +115,8 @@ def test_parser_without_the_clothes_labels_is_refused(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from igr.config import CONFIG_DIR, load_model_config
-    from igr.export import export_pipeline
-    from igr.models import build_model
-
-    torch.manual_seed(0)
-    model = build_model(load_model_config(CONFIG_DIR / "model" / "tiny.yaml")).eval()
-    return export_pipeline(model, tmp_path_factory.mktemp("model") / "pipe")
+def model_dir(tiny_pipeline_dir):
+    return tiny_pipeline_dir
 
 
 def _photo(path):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fit_helpers import tiny_overrides
 
 from igr.cli import main
 from igr.config import CONFIG_DIR
@@ -42,20 +43,7 @@ def shards(tmp_path_factory):
 
 
 def _tiny_overrides(shards: Path, run: Path, steps: int = 2) -> list[str]:
-    return [
-        "-c",
-        str(CONFIG_DIR / "trainer" / "cpu.yaml"),
-        f"--model.model={CONFIG_DIR / 'model' / 'tiny.yaml'}",
-        f"--data.train_shards={shards / 'train.json'}",
-        f"--data.val_shards={shards / 'val.json'}",
-        "--data.image_size=[64, 48]",
-        "--data.batch_size=2",
-        "--data.num_workers=0",
-        f"--trainer.default_root_dir={run}",
-        f"--trainer.max_steps={steps}",
-        "--trainer.val_check_interval=2",
-        "--trainer.limit_val_batches=1",
-    ]
+    return tiny_overrides(shards, run, steps)
 
 
 def _demo_fit_args(shards: Path, run: Path, steps: int) -> list[str]:
@@ -211,8 +199,7 @@ def test_deepspeed_overlay_builds_the_paper_setup():
 
 
 def test_ema_option_is_saved_and_exported(shards, tmp_path):
-    args = [*_demo_fit_args(shards, tmp_path, steps=3), "--trainer.callbacks+=igr.callbacks.EMA",
-            "--trainer.callbacks.decay=0.9"]
+    args = _demo_fit_args(shards, tmp_path, steps=3)  # the demo experiment trains with igr.callbacks.EMA
     assert main(args) == 0
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     ema, live = ckpt["ema_state"], ckpt["state_dict"]
