@@ -73,7 +73,8 @@ def load_garments(shards: str, size: tuple[int, int], limit: int | None = None) 
             break
         for attr, v in labels_from_meta(s.get("meta"), f"{s['url']}: {s['key']}").items():
             labels[attr].append(v)
-        images.append(torch.from_numpy(np.ascontiguousarray(s["garment"])).permute(2, 0, 1))
+        # np.array copies: decoded arrays are read-only, which torch.from_numpy warns about
+        images.append(torch.from_numpy(np.array(s["garment"])).permute(2, 0, 1))
         cats.append(s["category"])
         keys.append(s["key"])
     if not images:
