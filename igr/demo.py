@@ -1,7 +1,8 @@
 """``igr demo``: the whole pipeline on the tiny world, end to end, as the commands a user would type.
 
-synthetic shards → tiny VAE → coarse training → HQFT curation → fine-tune → export → eval (model, the same model
-at initialisation, and the masked-crop baseline) → ``report.md`` with metrics, image grid, curves and commands.
+synthetic shards → autoencoder statistics (exact pixel-unshuffle) → coarse training → HQFT curation → fine-tune →
+export → eval (the model, the same model at initialisation, the masked-crop and category-mean baselines) →
+``report.md`` with metrics, image grid, curves and commands.
 Each stage runs as an ``igr`` sub-process, so the report's command list is exactly what ran.
 """
 
