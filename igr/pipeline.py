@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -52,7 +51,7 @@ from igr.errors import IGRError
 from igr.export import load_pipeline
 from igr.models import IGRModel, build_model
 from igr.models.image_encoder import garment_crop
-from igr.sampling import inference_scheduler
+from igr.sampling import inference_scheduler, sample
 
 DTYPES = {
     "float32": torch.float32,
@@ -477,14 +476,15 @@ class IGRPipeline:
             with self._placed(model.garmnet, model.prompts):
                 cond = model.sampling_conditions(inputs, scale)
             denoise = model.denoise_fn(cond, scale)
-            z = self._denoise_loop(
+            z = sample(
                 denoise,
                 latents.to(device, dtype),
                 scheduler,
                 steps,
-                generator,
-                _progress(progress),
-                callback_on_step_end,
+                generator=generator,
+                eta=self.sampling.eta,
+                progress=_progress(progress),
+                callback=self._step_callback(callback_on_step_end),
             )
         finally:
             model.denoiser.bank.set(None)  # release GarmNet's features, also if sampling failed
@@ -512,26 +512,12 @@ class IGRPipeline:
             raise IGRError(f"{type(self.scheduler).__name__}: not a diffusers scheduler")
         return copy.deepcopy(self.scheduler)
 
-    def _denoise_loop(self, denoise, z, scheduler, steps, generator, progress, callback):
-        """diffusers' sampling loop: scaled initial noise, ``scale_model_input``, ``step`` with the keyword
-        arguments the scheduler accepts (``eta`` for DDIM, ``generator`` for stochastic samplers)."""
-        scheduler.set_timesteps(steps, device=z.device)
-        z = z * scheduler.init_noise_sigma
-        params = set(inspect.signature(scheduler.step).parameters)
-        extra = {}
-        if "eta" in params:
-            extra["eta"] = self.sampling.eta
-        if "generator" in params:
-            extra["generator"] = generator
-        timesteps = scheduler.timesteps
-        for i, t in enumerate(progress(timesteps) if progress else timesteps):
-            eps = denoise(scheduler.scale_model_input(z, t), t.expand(z.shape[0]).to(z.device))
-            z = scheduler.step(eps, t, z, **extra).prev_sample
-            if callback is not None:
-                returned = callback(self, i, t, {"latents": z}) or {}
-                z = returned.get("latents", z)
-        return z
-
+    def _step_callback(self, callback):
+        """diffusers' ``callback_on_step_end(pipe, step, t, {"latents": z})`` as :func:`igr.sampling.sample`'s
+        ``callback(i, t, z)``: a returned dict may replace the latents."""
+        if callback is None:
+            return None
+        return lambda i, t, z: (callback(self, i, t, {"latents": z}) or {}).get("latents", z)
 
 def _as_list(x) -> tuple[list, bool]:
     """(items, was_single): a (B,C,H,W) tensor or a list/tuple is a batch, anything else one item."""

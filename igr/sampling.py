@@ -8,6 +8,7 @@ branches in one batched call (default) or as two calls (kept for the benchmark's
 
 from __future__ import annotations
 
+import inspect
 import zlib
 from collections.abc import Callable, Sequence
 
@@ -104,17 +105,24 @@ def sample(
     z_T: torch.Tensor,
     scheduler,
     steps: int,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     eta: float = 0.0,
     progress: Callable | None = None,
+    callback: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None,
 ) -> torch.Tensor:
-    """Run ``steps`` scheduler steps from noise ``z_T`` (B,C,h,w) to a clean latent z_0."""
+    """Run ``steps`` scheduler steps from noise ``z_T`` (B,C,h,w) to a clean latent z_0, with any diffusers
+    scheduler: ``eta`` and ``generator`` go to ``scheduler.step`` where it takes them (DDIM: both; DPM-Solver++:
+    the generator). ``callback(i, t, z)`` runs after step ``i`` and may return replacement latents."""
     scheduler.set_timesteps(steps, device=z_T.device)
     z = z_T * scheduler.init_noise_sigma
-    step_kwargs = {"eta": eta} if isinstance(scheduler, DDIMScheduler) else {}
+    params = set(inspect.signature(scheduler.step).parameters)
+    step_kwargs = {k: v for k, v in (("eta", eta), ("generator", generator)) if k in params}
     timesteps = scheduler.timesteps
-    for t in progress(timesteps) if progress else timesteps:
+    for i, t in enumerate(progress(timesteps) if progress else timesteps):
         t_batch = t.expand(z.shape[0]).to(z.device)
         eps = denoise_fn(scheduler.scale_model_input(z, t), t_batch)
-        z = scheduler.step(eps, t, z, generator=generator, **step_kwargs).prev_sample
+        z = scheduler.step(eps, t, z, **step_kwargs).prev_sample
+        if callback is not None:
+            replaced = callback(i, t, z)
+            z = z if replaced is None else replaced
     return z
