@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from igr import restore_io
+from igr import imageio, restore_io
 from igr.config import CATEGORIES
 from igr.errors import IGRError
 
@@ -105,7 +105,7 @@ def _open(x, what: str) -> Image.Image:
         return x
     if isinstance(x, np.ndarray):
         return Image.fromarray(x)
-    return restore_io._open(x, what)
+    return imageio.decode(x, what)
 
 
 def _alpha(img: Image.Image) -> np.ndarray:

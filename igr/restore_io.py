@@ -50,18 +50,13 @@ def image_extensions() -> set[str]:
 # --------------------------------------------------------------------------- reading files
 
 
-def _open(path: str | Path, what: str) -> Image.Image:
-    """Open and fully decode an image file (:mod:`igr.imageio`: EXIF orientation, bomb limit, one-line errors)."""
-    return imageio.decode(path, what)
-
-
 def read_person(path: str | Path) -> Image.Image:
-    return as_rgb(_open(path, "person"))
+    return as_rgb(imageio.decode(path, "person"))
 
 
 def read_mask(path: str | Path, threshold: int = 127) -> tuple[np.ndarray, int]:
     """A garment mask file → (uint8 HxW {0,1}, number of grey pixels that were thresholded)."""
-    mask, n_grey = as_mask(_open(path, "mask"), threshold)
+    mask, n_grey = as_mask(imageio.decode(path, "mask"), threshold)
     check_not_empty(mask, path, threshold)
     return mask, n_grey
 
@@ -84,7 +79,7 @@ def parse_labels(spec: str, category: str) -> tuple[int, ...]:
 
 def read_parse_mask(path: str | Path, labels: Sequence[int]) -> np.ndarray:
     """A human-parsing label map (one label id per pixel) → uint8 HxW {0,1} mask of ``labels``."""
-    img = _open(path, "parse map")
+    img = imageio.decode(path, "parse map")
     if img.mode in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
         ids = np.asarray(img)  # palette images: the indices are the labels
     elif img.mode == "RGB" and _channels_equal(a := np.asarray(img)):
@@ -136,7 +131,7 @@ def as_mask(mask, threshold: int = 127, name: str = "mask") -> tuple[np.ndarray,
     garment when any channel is bright (a coloured mask on black works too).
     """
     if isinstance(mask, Image.Image):
-        a = _pil_mask_array(mask)
+        a = imageio.to_grey(mask)  # any PIL mode → uint8 HxW, 0..255 (or 0/1)
     else:
         a = _as_hwc(mask, name)
         a = a[..., :3].max(axis=-1) if a.shape[-1] in (3, 4) else a[..., 0]  # alpha is not the mask
@@ -147,11 +142,6 @@ def as_mask(mask, threshold: int = 127, name: str = "mask") -> tuple[np.ndarray,
         n_grey = int(((a != 0) & (a != 1)).sum())
         return (a > threshold / 255).astype(np.uint8), n_grey
     return binarize_mask(a, threshold)
-
-
-def _pil_mask_array(img: Image.Image) -> np.ndarray:
-    """A PIL mask of any mode → uint8 HxW on the 0..255 scale (or 0/1 for a 0/1 mask)."""
-    return imageio.to_grey(img)
 
 
 def _as_hwc(x, name: str) -> np.ndarray:
