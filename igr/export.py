@@ -166,6 +166,11 @@ def trusting_pickles(trust: bool = True) -> Iterator[None]:
         _TRUST_PICKLE.reset(token)
 
 
+def pickles_trusted() -> bool:
+    """Whether this command runs inside :func:`trusting_pickles` (the user passed ``--trust-pickle``)."""
+    return _TRUST_PICKLE.get()
+
+
 def read_checkpoint(ckpt: str | Path, trust_pickle: bool | None = None, mmap: bool = False) -> dict:
     """The one ``torch.load`` of a training checkpoint: weights-only, so unpickling cannot run code from the file.
 

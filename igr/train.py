@@ -30,8 +30,6 @@ def _check_setup(system, datamodule) -> None:
 
 
 class IGRCLI(LightningCLI):
-    trust_pickle = False  # `igr fit --trust-pickle`
-
     def before_fit(self) -> None:
         # Everything here runs before trainer.fit creates the run folder, config.yaml or a TensorBoard file.
         ckpt_path = self.config[self.config.get("subcommand") or "fit"].get("ckpt_path")
@@ -54,7 +52,7 @@ class IGRCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt_path or not Path(ckpt_path).is_file():
             return  # "last", "best" or a missing file: resolved (and reported) when fit starts
-        hparams = dict(read_checkpoint(ckpt_path, trust_pickle=self.trust_pickle).get("hyper_parameters") or {})
+        hparams = dict(read_checkpoint(ckpt_path).get("hyper_parameters") or {})  # --trust-pickle: see main()
         hparams.pop("_instantiator", None)
         if not hparams:
             return
@@ -64,10 +62,12 @@ class IGRCLI(LightningCLI):
 
     def fit(self, model, datamodule=None, ckpt_path=None, weights_only=None, **kwargs) -> None:
         from igr.checkpoints import resume_checkpoint
+        from igr.export import pickles_trusted
 
-        ckpt_path = resume_checkpoint(self.trainer, ckpt_path, trust_pickle=self.trust_pickle)
+        trust = pickles_trusted()
+        ckpt_path = resume_checkpoint(self.trainer, ckpt_path, trust_pickle=trust)
         # weights-only unless the user trusts the file: a checkpoint cannot run code on resume
-        weights_only = not self.trust_pickle if weights_only is None else weights_only
+        weights_only = not trust if weights_only is None else weights_only
         self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=weights_only, **kwargs)
 
 
@@ -149,9 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     _preflight(argv)
     # `args` always carries the arguments here, also when `igr fit` was typed on a command line.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    cli = type("IGRCLI", (IGRCLI,), {"trust_pickle": trust})
     with trusting_pickles(trust):
-        cli(
+        IGRCLI(
             IGRSystem,
             IGRDataModule,
             args=["fit", *argv],
