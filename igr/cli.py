@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "speed and memory benchmarks: restoration, plain-SD floor, GarmNet-once, CFG batching, training step",
     ),
     "eval": ("igr.commands.eval", "restore test shards with pipeline folders and score them (Tables 1-3)"),
+    "diagnose": ("igr.commands.diagnose", "measure which conditions a model follows: GarmNet, IP-Adapter, prompt"),
     "restore": ("igr.commands.restore", "restore garments from person photos (single image or a folder)"),
     "serve": ("igr.commands.serve", "the restoration web app (Gradio) on 127.0.0.1"),
     "eval-folders": (

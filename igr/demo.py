@@ -207,6 +207,11 @@ def run_demo(
         "--out", str(out_dir / "eval"), "--overwrite",
     ]
     run("eval", _igr("eval", *eval_args))
+    # What each trained model's prediction follows (GarmNet / IP-Adapter / prompt): the mechanism behind Table 2.
+    for name, path in models:
+        if name != INIT_ROW:
+            run(f"diagnose {name}", _igr("diagnose", "--model", str(path), "--shards", str(shard_dir / "test.json"),
+                                         "--num", "16", "--out", str(out_dir / "diagnose" / f"{path.name}.json")))
     total = time.perf_counter() - t0
     return write_demo_report(out_dir, run.log, total, profile)
 
@@ -286,6 +291,7 @@ def write_demo_report(out_dir: Path, log: list[dict], total: float, profile: str
         "## Metrics",
         eval_md,
     ]
+    lines += _reliance_section(out_dir)
     if curves:
         lines += ["## Training curves", "", "![curves](curves.png)", ""]
     lines += ["## Commands", "", "| stage | seconds | command |", "|---|---:|---|"]
@@ -295,6 +301,28 @@ def write_demo_report(out_dir: Path, log: list[dict], total: float, profile: str
     report.write_text("\n".join(lines))
     print(f"\nreport: {report}  ({total / 60:.1f} min)")
     return report
+
+
+def _reliance_section(out_dir: Path) -> list[str]:
+    """The ``igr diagnose`` figures of each trained model, as a report section (none if the stage did not run)."""
+    files = sorted((out_dir / "diagnose").glob("*.json"))
+    if not files:
+        return []
+    lines = [
+        "## Which conditions the models use (`igr diagnose`)",
+        "",
+        "One condition at a time is taken from another test sample, z_t kept: the share of the prediction's change "
+        "when every condition is swapped (0 = ignored, 1 = as much as all together; 16 test pairs).",
+        "",
+        "| pipeline | t | GarmNet | IP-Adapter | prompt |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for f in files:
+        for r in json.loads(f.read_text())["rows"]:
+            rel = r["reliance"]
+            cells = [f"{rel[k]:.3f}" if k in rel else "–" for k in ("garmnet", "ip_adapter", "prompt")]
+            lines.append(f"| {f.stem} | {r['t']} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def check_goals(rows: dict[str, dict], profile: str) -> dict[str, bool]:

@@ -97,7 +97,10 @@ def _to_uint8(x01: torch.Tensor) -> torch.Tensor:
     return (x01.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
 
-def _batches(shards: str, size: tuple[int, int], batch_size: int, limit: int | None, require_garment: bool):
+def shard_batches(
+    shards: str, size: tuple[int, int], batch_size: int, limit: int | None, require_garment: bool
+):
+    """Collated batches (person, mask in [-1,1]/{0,1}, category, key, garment_uint8 when paired) of a shard set."""
     from igr.data.shards import iter_samples
 
     buf: list[dict] = []
@@ -252,12 +255,12 @@ def evaluate(
             )
             backbones.update(suite.backbones)
             if not paired and not suite.real_is_cached():
-                for b in _batches(real, size, batch_size, None, True):
+                for b in shard_batches(real, size, batch_size, None, True):
                     suite.update_real(b["garment_uint8"])
             start = time.perf_counter()
             with Progress(*columns) as progress:
                 task = progress.add_task(name, total=total)
-                for b in _batches(test_shards, size, batch_size, limit, paired):
+                for b in shard_batches(test_shards, size, batch_size, limit, paired):
                     if spec is None:
                         pred = masked_crop_baseline(b["person"], b["mask"], size)
                     elif callable(spec):

@@ -61,6 +61,7 @@ def test_demo_quick_profile_runs_every_stage(tmp_path, monkeypatch):
     for stage in ("autoencoder", "coarse", "HQFT curation", "fine-tune", "export", "eval"):
         assert f"| {stage} |" in text, stage
     assert "## Goals (issue 13)" in text and "Tiny-world metrics" in text
+    assert "| pipeline | 999 |" in text and json.loads((out / "diagnose" / "pipeline.json").read_text())["rows"]
     summary = json.loads((out / "metrics.json").read_text())
     rows = summary["rows"]
     assert set(rows) == {
