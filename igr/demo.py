@@ -312,16 +312,17 @@ def _reliance_section(out_dir: Path) -> list[str]:
         "## Which conditions the models use (`igr diagnose`)",
         "",
         "One condition at a time is taken from another test sample, z_t kept: the share of the prediction's change "
-        "when every condition is swapped (0 = ignored, 1 = as much as all together; 16 test pairs).",
+        "when every condition is swapped (0 = ignored, 1 = as much as all together; 16 test pairs). The shares mean "
+        "little where the change with every condition swapped (mean squared, in latent units) is itself near 0.",
         "",
-        "| pipeline | t | GarmNet | IP-Adapter | prompt |",
-        "|---|---:|---:|---:|---:|",
+        "| pipeline | t | all swapped | GarmNet | IP-Adapter | prompt |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for f in files:
         for r in json.loads(f.read_text())["rows"]:
             rel = r["reliance"]
             cells = [f"{rel[k]:.3f}" if k in rel else "–" for k in ("garmnet", "ip_adapter", "prompt")]
-            lines.append(f"| {f.stem} | {r['t']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {f.stem} | {r['t']} | {r['all_swapped']:.5f} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 
