@@ -134,7 +134,8 @@ def run_demo(
     hqft = Path(f"{shards}-hqft")
     run = Runner()
     t0 = time.perf_counter()
-    stages = ("coarse", "finetune", "coarse-no-garmnet", "finetune-no-garmnet")
+    # diagnose/: the report lists every file in it, so one left by an ablation run must not show up in a later one
+    stages = ("coarse", "finetune", "coarse-no-garmnet", "finetune-no-garmnet", "diagnose")
     for stage in stages:
         # A previous demo's run folder would make Lightning write last-v1.ckpt next to the stale last.ckpt,
         # and the next stage would start from the old weights: each demo trains in a fresh folder.

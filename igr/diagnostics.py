@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from igr.models.model import Conditions, IGRModel
-from igr.sampling import training_scheduler
+from igr.sampling import training_scheduler, training_target
 
 CONDITIONS = ("garmnet", "ip_adapter", "prompt")
 
@@ -58,8 +58,6 @@ def condition_reliance(
     """person/garment (B,3,H,W) in [-1,1], mask (B,1,H,W); B ≥ 2 (the swap needs another sample)."""
     if person.shape[0] < 2:
         raise ValueError("condition_reliance needs at least 2 samples to swap conditions between")
-    from igr.sampling import training_target
-
     scheduler = training_scheduler(model.diffusion)
     cond = model.conditions(model.encode_inputs(person, mask, category))
     z0 = model.vae.encode(garment).float()

@@ -55,7 +55,11 @@ def test_demo_quick_profile_runs_every_stage(tmp_path, monkeypatch):
     stale = out / "coarse" / "checkpoints" / "last.ckpt"  # a previous demo's run: must not be fine-tuned from
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"stale")
+    old_diag = out / "diagnose" / "pipeline-no-garmnet.json"  # an earlier ablation run's: not this run's row
+    old_diag.parent.mkdir()
+    old_diag.write_text('{"rows": []}')
     report = run_demo(str(out), str(tmp_path / "shards"), profile="quick")
+    assert not old_diag.exists() and "| pipeline-no-garmnet |" not in report.read_text()
     assert not (out / "coarse" / "checkpoints" / "last-v1.ckpt").exists() and stale.stat().st_size > 5
     text = report.read_text()
     for stage in ("autoencoder", "coarse", "HQFT curation", "fine-tune", "export", "eval"):

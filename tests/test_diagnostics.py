@@ -57,7 +57,7 @@ def test_igr_diagnose_writes_its_figures(tiny_pipeline_dir, tmp_path, capsys):
     assert "reliance on each condition" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("bad", [["--timesteps", "5000"], ["--timesteps", "a,b"], ["--num", "1"]])
+@pytest.mark.parametrize("bad", [["--timesteps", "5000"], ["--timesteps", "a,b"], ["--timesteps", ""], ["--num", "1"]])
 def test_igr_diagnose_refuses_bad_arguments_in_one_line(tiny_pipeline_dir, tmp_path, capsys, bad):
     args = ["diagnose", "--model", str(tiny_pipeline_dir), "--shards", str(tmp_path / "none.json"), *bad]
     assert main(args) != 0

@@ -20,8 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from igr.atomic import atomic_file
     from igr.diagnostics import condition_reliance
     from igr.evaluate import shard_batches
@@ -31,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
         steps = [int(s) for s in args.timesteps.split(",") if s.strip()]
     except ValueError as exc:
         raise IGRError(f"--timesteps {args.timesteps!r}: expected comma-separated integers") from exc
+    if not steps:
+        raise IGRError("--timesteps: give at least one timestep")
     if args.num < 2:
         raise IGRError(f"--num {args.num}: the swap needs at least 2 samples")
     model, _ = load_pipeline(args.model)
@@ -42,7 +42,6 @@ def run(args: argparse.Namespace) -> int:
     if batch is None or batch["person"].shape[0] < 2:
         raise IGRError(f"{args.shards}: fewer than 2 samples with garments")
     garment = batch["garment_uint8"].float() / 127.5 - 1
-    torch.manual_seed(args.seed)
     rows = condition_reliance(model, batch["person"], batch["mask"], batch["category"], garment, steps, args.seed)
     n = batch["person"].shape[0]
     print(f"{args.model}: reliance on each condition ({n} samples; 0 = ignored, 1 = as much as all together)")
