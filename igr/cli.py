@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("igr.demo", "run the whole tiny pipeline end to end and write outputs/demo/report.md"),
     "fit": ("igr.train", "train with LightningCLI (coarse or HQFT fine-tune)"),
     "train-vae": ("igr.commands.train_vae", "train the tiny world's VAE on shards (demo)"),
+    "train-clip": ("igr.commands.train_clip", "pre-train the tiny world's CLIP image encoder on synthetic shards (demo)"),
     "export": ("igr.commands.export", "write a pipeline folder (safetensors + config) from a checkpoint"),
     "make-shards": (
         "igr.data.commands.make_shards",

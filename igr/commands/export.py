@@ -1,7 +1,7 @@
 """``igr export``: a pipeline folder (safetensors + config; no pickles, no optimizer state).
 
 igr export CKPT --out DIR                 from a training checkpoint (.ckpt, or a DeepSpeed folder)
-igr export --untrained CONFIG.yaml --out DIR [--vae-path P] [--seed S]
+igr export --untrained CONFIG.yaml --out DIR [--vae-path P] [--image-encoder-path P] [--seed S]
                                           the same model at initialisation (the "init" row of reports); CONFIG
                                           is a model YAML or an experiment YAML (then its diffusion settings too)
 
@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="export an untrained model built from this model or experiment config",
     )
     parser.add_argument("--vae-path", help="with --untrained: the model's VAE folder (overrides the config)")
+    parser.add_argument(
+        "--image-encoder-path", help="with --untrained: the frozen CLIP image encoder's weights (overrides the config)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="with --untrained: initialisation seed")
     parser.add_argument("--out", required=True, help="pipeline folder to write")
     parser.add_argument("--ema", action="store_true", help="export the EMA weights stored in the checkpoint")
@@ -57,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     cfg, diffusion = load_model_config(args.untrained), load_diffusion_config(args.untrained)
     if args.vae_path:
         cfg = dataclasses.replace(cfg, vae_path=args.vae_path)
+    if args.image_encoder_path:
+        cfg = dataclasses.replace(cfg, image_encoder_path=args.image_encoder_path)
     torch.manual_seed(args.seed)
     out = export_pipeline(build_model(cfg, diffusion).eval(), args.out, overwrite=args.overwrite)
     print(f"exported untrained {cfg.name} (seed {args.seed}) → {out}")
