@@ -65,9 +65,9 @@ def build_clip(config: ModelConfig):
     """open_clip CLIP whose vision tower is the one GarmentImageEncoder builds from the same model config."""
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
-    from igr.models.image_encoder import _vision_config
+    from igr.models.image_encoder import vision_config
 
-    embed_dim, vision_cfg = _vision_config(config.image_encoder)
+    embed_dim, vision_cfg = vision_config(config.image_encoder)
     vision_cfg["image_size"] = config.clip_size
     return CLIP(embed_dim, CLIPVisionCfg(**vision_cfg), CLIPTextCfg(**TEXT_CFG))
 
@@ -94,6 +94,8 @@ def train_tiny_clip(
     from open_clip.tokenizer import SimpleTokenizer
     from safetensors.torch import save
 
+    from igr.vae_train import warmup_cosine
+
     out = Path(out)
     if out.exists() and not overwrite:
         raise IGRError(f"{out}: already exists (pass --overwrite to replace it)")
@@ -109,10 +111,7 @@ def train_tiny_clip(
     ids = SimpleTokenizer(context_length=TEXT_CFG["context_length"])(captions)  # (N, 16)
     model = build_clip(config).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then cosine decay to 0
-        opt, lambda i: min((i + 1) / warmup, 0.5 * (1 + np.cos(np.pi * min(i, steps) / steps)))
-    )
+    sched = warmup_cosine(opt, steps)
     gen = torch.Generator().manual_seed(seed)
     columns = [TextColumn("tiny CLIP"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn()]

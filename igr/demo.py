@@ -173,12 +173,8 @@ def run_demo(
         ),
     )
     frozen = [f"--model.model.vae_path={vae}", f"--model.model.image_encoder_path={clip}"]
-    data = [
-        *frozen,
-        f"--data.train_shards={shard_dir / 'train.json'}",
-        f"--data.val_shards={shard_dir / 'val.json'}",
-        f"--data.batch_size={p.batch_size}",
-    ]
+    rest = [f"--data.val_shards={shard_dir / 'val.json'}", f"--data.batch_size={p.batch_size}"]
+    data = [*frozen, f"--data.train_shards={shard_dir / 'train.json'}", *rest]
     coarse_ckpt = _fit(run, "coarse", "configs/experiment/demo.yaml", out_dir / "coarse", data, p.coarse_steps)
     keep = "null" if p.keep_fraction is None else str(p.keep_fraction)
     run(
@@ -186,7 +182,7 @@ def run_demo(
         _igr("curate", str(shard_dir), "--split", "train", "--out", str(hqft), "--set", f"keep_fraction={keep}",
              "--overwrite"),
     )
-    data_ft = [*frozen, f"--data.train_shards={hqft / 'train.json'}", *data[len(frozen) + 1:]]
+    data_ft = [*frozen, f"--data.train_shards={hqft / 'train.json'}", *rest]
     ft_ckpt = _fit(
         run, "fine-tune", "configs/experiment/demo_finetune.yaml", out_dir / "finetune", data_ft, p.finetune_steps,
         f"--model.init_from={coarse_ckpt}",

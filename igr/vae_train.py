@@ -43,6 +43,14 @@ def load_images(shards: str, size: tuple[int, int], limit: int | None = None) ->
     return stack(persons), stack(garments)
 
 
+def warmup_cosine(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over the first 5 % of ``steps``, then cosine decay to 0 (the tiny world's pre-trainings)."""
+    warmup = max(1, steps // 20)
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min((i + 1) / warmup, 0.5 * (1 + np.cos(np.pi * min(i, steps) / steps)))
+    )
+
+
 def train_vae(
     config: ModelConfig,
     shards: str,
@@ -75,10 +83,7 @@ def train_vae(
 def _fit_and_save(vae, data, garments, gen, out, steps, batch_size, lr, kl_weight, overwrite) -> dict:
     if steps:
         opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-        warmup = max(1, steps // 20)
-        sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then cosine decay to 0
-            opt, lambda i: min((i + 1) / warmup, 0.5 * (1 + np.cos(np.pi * min(i, steps) / steps)))
-        )
+        sched = warmup_cosine(opt, steps)
     columns = [
         TextColumn("tiny VAE"),
         BarColumn(),

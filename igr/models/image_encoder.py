@@ -18,7 +18,7 @@ from igr.errors import IGRError
 from igr.weights_io import load_into, read_state_dict
 
 
-def _vision_config(config: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def vision_config(config: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     if "model_name" in config:
         cfg = open_clip.get_model_config(config["model_name"])
         if cfg is None:
@@ -59,7 +59,7 @@ class GarmentImageEncoder(torch.nn.Module):
 
     def __init__(self, config: dict[str, Any], clip_size: int, checkpoint: str | None = None) -> None:
         super().__init__()
-        self.embed_dim, vision_cfg = _vision_config(config)
+        self.embed_dim, vision_cfg = vision_config(config)
         vision_cfg["image_size"] = clip_size
         self.clip_size = clip_size
         self.visual = _build_vision_tower(
