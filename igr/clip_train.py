@@ -43,22 +43,18 @@ def caption(meta: dict | None, category: str, where: str) -> str:
 
 def load_crops(shards: str, size: tuple[int, int], clip_size: int) -> tuple[torch.Tensor, list[str]]:
     """Garment crops p_g of a shard set, normalised as the encoder sees them (N,3,c,c), and their captions."""
-    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-
     from igr.data.shards import iter_samples
-    from igr.models.image_encoder import garment_crop
+    from igr.models.image_encoder import clip_pixels
 
-    crops, captions = [], []
+    pixels, captions = [], []
     for s in iter_samples(shards, load_garment=False, image_size=size):
         captions.append(caption(s.get("meta"), s["category"], f"{s['url']}: {s['key']}"))
         person = torch.from_numpy(np.array(s["person"])).permute(2, 0, 1).float()[None] / 127.5 - 1
         mask = torch.from_numpy(np.array(s["mask"])).float()[None, None]
-        crops.append(garment_crop(person, mask, clip_size))  # (1,3,c,c) in [0,1]
-    if not crops:
+        pixels.append(clip_pixels(person, mask, clip_size))  # (1,3,c,c)
+    if not pixels:
         raise IGRError(f"{shards}: no usable samples to pre-train the tiny CLIP on")
-    mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
-    return (torch.cat(crops) - mean) / std, captions
+    return torch.cat(pixels), captions
 
 
 def build_clip(config: ModelConfig):

@@ -71,6 +71,9 @@ class OptimConfig:
     weight_decay: float = _paper("optim", "weight_decay")
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
+    # After warm-up: "constant" (the paper's fine-tuning of SD1.5) or "cosine" (decay to 0 at trainer.max_steps;
+    # a from-scratch model trained for minutes, the tiny world, ends its short run better annealed).
+    decay: str = "constant"
     # Gradient clipping is the trainer's ``gradient_clip_val`` (the one setting every strategy, DeepSpeed
     # included, applies); the experiment configs set it.
 
@@ -85,6 +88,8 @@ class OptimConfig:
             raise IGRError(f"optim.betas: {tuple(self.betas)} must be two values in [0, 1)")
         if self.warmup_steps < 0:
             raise IGRError(f"optim.warmup_steps: {self.warmup_steps} must be >= 0")
+        if self.decay not in ("constant", "cosine"):
+            raise IGRError(f"optim.decay: '{self.decay}' must be 'constant' or 'cosine'")
 
 
 @dataclass

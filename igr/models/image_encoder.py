@@ -54,6 +54,15 @@ def garment_crop(person: torch.Tensor, mask: torch.Tensor, size: int) -> torch.T
     return torch.stack(out).clamp(0, 1)
 
 
+def clip_pixels(person: torch.Tensor, mask: torch.Tensor, size: int) -> torch.Tensor:
+    """What the vision tower sees: p_g (``garment_crop``) normalised with CLIP's mean/std, in fp32 whatever
+    the inputs' dtype (the antialiased resize has no bf16 CPU kernel). (B,3,H,W) → (B,3,size,size)."""
+    crop = garment_crop(person.float(), mask.float(), size)
+    mean = torch.tensor(OPENAI_DATASET_MEAN, device=crop.device).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_DATASET_STD, device=crop.device).view(1, 3, 1, 1)
+    return (crop - mean) / std
+
+
 class GarmentImageEncoder(torch.nn.Module):
     """Frozen open_clip vision tower → image embedding (B, embed_dim) of the garment crop."""
 
@@ -65,8 +74,6 @@ class GarmentImageEncoder(torch.nn.Module):
         self.visual = _build_vision_tower(
             self.embed_dim, vision_cfg, quick_gelu=config.get("quick_gelu", False)
         )
-        self.register_buffer("mean", torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1), persistent=False)
         if checkpoint:
             self.load_checkpoint(checkpoint)
         self.requires_grad_(False)
@@ -85,9 +92,7 @@ class GarmentImageEncoder(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, person: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # Preprocessing in fp32 whatever the batch dtype (the antialiased resize has no bf16 CPU kernel, and
-        # DeepSpeed leaves the mean/std buffers fp32 while casting the tower); one cast into the tower's dtype.
-        crop = garment_crop(person.float(), mask.float(), self.clip_size)  # (B,3,224,224) in [0,1]
-        pixels = (crop - self.mean.float()) / self.std.float()
+        # Preprocessing in fp32 whatever the batch dtype; one cast into the tower's dtype (bf16 under DeepSpeed).
+        pixels = clip_pixels(person, mask, self.clip_size)  # (B,3,224,224)
         dtype = next(self.visual.parameters()).dtype
         return self.visual(pixels.to(dtype)).float()  # (B, embed_dim)

@@ -1,0 +1,44 @@
+"""optim.decay: constant after warm-up (the paper) or cosine to 0 at trainer.max_steps (the tiny world)."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from igr.errors import IGRError
+from igr.system import IGRSystem
+
+
+def _lrs(decay: str, warmup: int, max_steps: int, n: int) -> list[float]:
+    system = IGRSystem(optim={"lr": 2.0, "warmup_steps": warmup, "decay": decay})
+    system.trainer = types.SimpleNamespace(max_steps=max_steps)
+    out = system.configure_optimizers()
+    opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(n):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def test_cosine_decays_to_zero_at_max_steps_after_a_linear_warm_up():
+    lrs = _lrs("cosine", warmup=2, max_steps=10, n=12)
+    # warm-up 1/2, 2/2; then cosine over the 8 remaining steps: half-way (step 6) is lr/2, step 10 and on is 0
+    want = [1.0, 2.0, 2.0, 2.0 * (1 + 2**-0.5) / 2, 1.0, 2.0 * (1 - 2**-0.5) / 2, 0.0]
+    assert lrs[:2] == pytest.approx(want[:2])
+    assert [lrs[2], lrs[4], lrs[6], lrs[8]] == pytest.approx([2.0, want[3], 1.0, want[5]])
+    assert lrs[10] == pytest.approx(0.0, abs=1e-12) and lrs[11] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_constant_is_the_paper_default_and_keeps_lr_after_warm_up():
+    assert IGRSystem().optim.decay == "constant"
+    assert _lrs("constant", warmup=2, max_steps=-1, n=6) == pytest.approx([1.0, 2.0, 2.0, 2.0, 2.0, 2.0])
+
+
+def test_cosine_without_max_steps_and_unknown_decays_are_refused():
+    with pytest.raises(IGRError, match="trainer.max_steps"):
+        _lrs("cosine", warmup=0, max_steps=-1, n=1)
+    with pytest.raises(IGRError, match="optim.decay"):
+        IGRSystem(optim={"decay": "linear"})
