@@ -33,6 +33,7 @@ from igr.atomic import atomic_directory
 from igr.config import DiffusionConfig, ModelConfig, SamplingConfig, model_config_from_dict, yaml_error_line
 from igr.errors import IGRError, WeightsError
 from igr.models import IGRModel, build_model
+from igr.models.vae import effective_config
 from igr.weights_io import check_shapes, load_into, read_state_dict
 
 PARTS = ("garmnet", "denoiser", "vae", "image_encoder", "prompts")
@@ -57,7 +58,7 @@ def architecture_config(model: IGRModel) -> ModelConfig:
         image_encoder_path=None,
         tokenizer="open_clip",
         unet=unet,
-        vae=_public_config(model.vae.vae.config),
+        vae=effective_config(model.vae.vae),
         text_encoder=text,
     )
 

@@ -39,6 +39,7 @@ from igr.config import (
 from igr.errors import IGRError
 from igr.models import IGRModel, build_model
 from igr.models.init_weights import load_trainable_weights
+from igr.models.vae import effective_config
 from igr.sampling import training_scheduler, training_target
 
 __all__ = ["Draws", "IGRSystem", "load_trainable_weights"]
@@ -79,17 +80,22 @@ class IGRSystem(L.LightningModule):
         self.diffusion = _typed(DiffusionConfig, diffusion)
         self.optim = _typed(OptimConfig, optim)
         self.sampling = _typed(SamplingConfig, sampling)
+        self.model: IGRModel = build_model(self.model_config, self.diffusion)
         # Plain dicts, so checkpoints describe the model without pickled classes; `igr export` rebuilds from them.
+        # vae: the autoencoder's own config, not the YAML's — a vae_path folder's latent statistics and scaling
+        # factor live only there (its non-persistent buffers are not in the state dict), and an export that
+        # rebuilt the YAML's autoencoder decoded every latent with the wrong mean and scale.
+        model_dict = dataclasses.asdict(self.model_config)
+        model_dict["vae"] = effective_config(self.model.vae.vae)
         self.save_hyperparameters(
             {
-                "model": dataclasses.asdict(self.model_config),
+                "model": model_dict,
                 "diffusion": dataclasses.asdict(self.diffusion),
                 "optim": dataclasses.asdict(self.optim),
                 "sampling": dataclasses.asdict(self.sampling),
                 "init_from": init_from,
             }
         )
-        self.model: IGRModel = build_model(self.model_config, self.diffusion)
         for m in self.model.frozen_modules():
             m.requires_grad_(False)
         self.noise_scheduler = training_scheduler(self.diffusion)

@@ -65,3 +65,30 @@ def test_load_rejects_incomplete_or_mismatched_folders(tiny_model, tmp_path):
         WeightsError, match=r"denoiser\.safetensors: 'unet\.conv_in\.weight' has shape \(1,\)"
     ):
         load_pipeline(out2)
+
+
+def test_a_checkpoint_export_keeps_the_latent_statistics_of_vae_path(tmp_path):
+    """Catches the export that rebuilt the YAML's autoencoder from a checkpoint: a vae_path folder's latents_mean /
+    latents_std / scaling_factor (not in the state dict) were dropped, and the pipeline decoded with the wrong ones."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    from igr.config import CONFIG_DIR, DiffusionConfig, load_model_config
+    from igr.export import export_checkpoint
+    from igr.models.vae import PixelUnshuffleAutoencoder
+    from igr.system import IGRSystem
+
+    cfg = load_model_config(CONFIG_DIR / "model" / "tiny_pixel.yaml")
+    vae_dir = tmp_path / "vae"
+    stats = {"latents_mean": [0.3] * 48, "latents_std": [0.5] * 48, "scaling_factor": 0.7}
+    PixelUnshuffleAutoencoder(patch_size=4, **stats).save_pretrained(vae_dir)
+    model_cfg = dataclasses.replace(cfg, vae_path=str(vae_dir))
+    system = IGRSystem(model=model_cfg, diffusion=DiffusionConfig(prediction_type="sample"))
+    ckpt = tmp_path / "run.ckpt"
+    torch.save({"state_dict": system.state_dict(), "hyper_parameters": dict(system.hparams)}, ckpt)
+    model, _ = load_pipeline(export_checkpoint(ckpt, tmp_path / "pipeline"))
+    x = torch.rand(2, 3, 64, 48) * 2 - 1
+    want = (F.pixel_unshuffle(x, 4) - 0.3) / 0.5 * 0.7  # written out here, not through FrozenVAE
+    assert torch.allclose(model.vae.encode(x), want, atol=1e-6)
+    assert torch.allclose(model.vae.decode(want), x, atol=1e-5)

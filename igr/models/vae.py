@@ -111,6 +111,13 @@ def build_vae(config: dict[str, Any], sd_path: str | None, vae_path: str | None)
     return AutoencoderKL(**config)
 
 
+def effective_config(vae: torch.nn.Module) -> dict[str, Any]:
+    """The config the autoencoder was actually built with (from vae_path or sd_path when given), as plain JSON
+    types: it holds what the model config's ``vae:`` dict may not — latents_mean/std, scaling_factor — and rebuilds
+    the same autoencoder with no file."""
+    return json.loads(json.dumps({k: v for k, v in dict(vae.config).items() if not k.startswith("_")}))
+
+
 def downsampling_factor(vae: torch.nn.Module) -> int:
     """Pixels per latent along each side: the patch size, or 2 per ``AutoencoderKL`` down block after the first
     (8 for SD1.5)."""
