@@ -71,8 +71,8 @@ class OptimConfig:
     weight_decay: float = _paper("optim", "weight_decay")
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
-    # After warm-up: "constant" (the paper's fine-tuning of SD1.5) or "cosine" (decay to 0 at trainer.max_steps;
-    # a from-scratch model trained for minutes, the tiny world, ends its short run better annealed).
+    # After warm-up: "constant" (the paper's fine-tuning of SD1.5) or "cosine" (decay to 0 at trainer.max_steps,
+    # for short from-scratch runs; in the tiny world it measured the same as constant, docs/tiny-world.md round 5).
     decay: str = "constant"
     # Gradient clipping is the trainer's ``gradient_clip_val`` (the one setting every strategy, DeepSpeed
     # included, applies); the experiment configs set it.

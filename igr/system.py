@@ -234,7 +234,7 @@ class IGRSystem(L.LightningModule):
             betas=tuple(self.optim.betas),
             weight_decay=self.optim.weight_decay,
             # One multi-tensor update instead of ~10 small kernels per parameter tensor: torch picks that by
-            # itself only on CUDA; on CPU the per-tensor loop was 14 % of a tiny-world step.
+            # itself only on CUDA; on CPU the per-tensor loop took 0.053 s of a 0.39 s tiny-world step.
             foreach=True,
         )
         total = self.trainer.max_steps if self._trainer is not None else -1
