@@ -3,36 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from igr.commands import _pretrain
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shards", required=True, help="training shards (pattern, folder or index)")
-    parser.add_argument(
-        "-c", "--config", default="configs/model/tiny.yaml", help="model YAML with a vae: section"
+    _pretrain.add_arguments(
+        parser,
+        shards_help="training shards (pattern, folder or index)",
+        config="configs/model/tiny.yaml",
+        config_help="model YAML with a vae: section",
+        out_help="output diffusers folder (set it as model.vae_path)",
+        batch_size=16,
+        lr=1e-3,
     )
-    parser.add_argument("--out", required=True, help="output diffusers folder (set it as model.vae_path)")
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
-    from igr.config import load_model_config
     from igr.vae_train import train_vae
 
-    cfg = load_model_config(args.config)
-    result = train_vae(
-        cfg,
-        args.shards,
-        args.out,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        overwrite=args.overwrite,
-    )
-    print(json.dumps(result))
-    return 0
+    return _pretrain.run(args, train_vae)
