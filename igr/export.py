@@ -33,22 +33,17 @@ from igr.atomic import atomic_directory
 from igr.config import DiffusionConfig, ModelConfig, SamplingConfig, model_config_from_dict, yaml_error_line
 from igr.errors import IGRError, WeightsError
 from igr.models import IGRModel, build_model
+from igr.models.unet import base_unet_config
 from igr.models.vae import effective_config
 from igr.weights_io import check_shapes, load_into, read_state_dict
 
 PARTS = ("garmnet", "denoiser", "vae", "image_encoder", "prompts")
 
 
-def _public_config(cfg: dict) -> dict:
-    return {k: v for k, v in dict(cfg).items() if not k.startswith("_")}
-
-
 def architecture_config(model: IGRModel) -> ModelConfig:
     """The model's config with architectures read off the built modules and weight paths cleared, so it
     rebuilds the same shapes with no files but the pipeline folder's."""
-    unet = _public_config(model.denoiser.unet.config)
-    # the denoiser's input is the latent (as many channels as it predicts); the adapter is re-installed
-    unet.update(in_channels=unet["out_channels"], encoder_hid_dim=None, encoder_hid_dim_type=None)
+    unet = base_unet_config(model.denoiser.unet)
     text = dict(model.config.text_encoder) or {"hidden_size": int(model.prompts.embeddings.shape[-1])}
     return dataclasses.replace(
         model.config,

@@ -39,6 +39,7 @@ from igr.config import (
 from igr.errors import IGRError
 from igr.models import IGRModel, build_model
 from igr.models.init_weights import load_trainable_weights
+from igr.models.unet import base_unet_config
 from igr.models.vae import effective_config
 from igr.sampling import training_scheduler, training_target
 
@@ -87,6 +88,8 @@ class IGRSystem(L.LightningModule):
         # rebuilt the YAML's autoencoder decoded every latent with the wrong mean and scale.
         model_dict = dataclasses.asdict(self.model_config)
         model_dict["vae"] = effective_config(self.model.vae.vae)
+        # unet likewise: with sd_path (SD1.5, or the tiny world's pre-trained base) the folder's config is the truth
+        model_dict["unet"] = base_unet_config(self.model.denoiser.unet)
         self.save_hyperparameters(
             {
                 "model": model_dict,

@@ -114,3 +114,28 @@ def test_bin_files_never_unpickle_code(tiny_config, weights_dir):
     torch.save({"image_proj": {"x": Evil()}}, weights_dir["root"] / "ip.bin")
     with pytest.raises(WeightsError, match="cannot read weights"):
         build_model(_config(tiny_config, weights_dir))
+
+
+def test_a_run_from_sd_path_records_and_exports_the_folders_unet(tiny_config, tmp_path, batch):
+    """Catches: a checkpoint's hyper-parameters describing the YAML's UNet instead of the one sd_path loaded (its
+    export then cannot load the weights, or builds another architecture), and UNets left in eval mode by
+    from_pretrained (Lightning keeps the mode it finds)."""
+    from igr.export import export_checkpoint, load_pipeline
+    from igr.system import IGRSystem
+
+    torch.manual_seed(0)
+    wider = {**tiny_config.unet, "block_out_channels": [48, 64]}  # not the YAML's (32, 64)
+    sd = tmp_path / "sd"
+    UNet2DConditionModel(**wider).save_pretrained(sd / "unet")
+    AutoencoderKL(**tiny_config.vae).save_pretrained(sd / "vae")
+    CLIPTextModel(CLIPTextConfig(**tiny_config.text_encoder)).save_pretrained(sd / "text_encoder")
+    system = IGRSystem(model=dataclasses.replace(tiny_config, sd_path=str(sd)))
+    assert system.model.denoiser.unet.training and system.model.garmnet.unet.training
+    assert list(system.hparams["model"]["unet"]["block_out_channels"]) == [48, 64]
+    ckpt = tmp_path / "run.ckpt"
+    torch.save({"state_dict": system.state_dict(), "hyper_parameters": dict(system.hparams)}, ckpt)
+    export_checkpoint(ckpt, tmp_path / "pipe")
+    model, _ = load_pipeline(tmp_path / "pipe")
+    assert tuple(model.denoiser.unet.config.block_out_channels) == (48, 64)
+    for k, v in system.model.denoiser.unet.state_dict().items():
+        assert torch.equal(model.denoiser.unet.state_dict()[k], v), k

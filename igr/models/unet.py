@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ from igr.weights_io import load_diffusers_model
 def build_unet(config: dict[str, Any], sd_path: str | None) -> UNet2DConditionModel:
     """SD1.5 UNet from ``sd_path/unet`` when given, else a random-init UNet from ``config``."""
     if sd_path:
-        return load_diffusers_model(UNet2DConditionModel, Path(sd_path) / "unet")
+        # from_pretrained returns the model in eval mode, and Lightning keeps modules in the mode it finds them:
+        # GarmNet and the denoiser are trained, so they start in train mode like a random-init UNet.
+        return load_diffusers_model(UNet2DConditionModel, Path(sd_path) / "unet").train()
     return UNet2DConditionModel(**config)
 
 
@@ -42,3 +45,12 @@ def add_input_channels(unet: UNet2DConditionModel, extra: int) -> UNet2DConditio
     unet.conv_in = new
     unet.register_to_config(in_channels=old.in_channels + extra)
     return unet
+
+
+def base_unet_config(unet: UNet2DConditionModel) -> dict[str, Any]:
+    """The architecture dict that rebuilds the base UNet a denoiser was made from, with no file: the built module's
+    own config (so a UNet loaded from ``sd_path`` is described by its folder's config, not the YAML's), its input
+    as wide as its output, and no IP-Adapter projection (the denoiser re-installs it). Plain JSON types."""
+    cfg = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+    cfg.update(in_channels=cfg["out_channels"], encoder_hid_dim=None, encoder_hid_dim_type=None)
+    return json.loads(json.dumps(cfg))

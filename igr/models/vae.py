@@ -95,17 +95,23 @@ def _is_pixel_unshuffle(config: dict[str, Any]) -> bool:
     return config.get("autoencoder") == PIXEL_UNSHUFFLE
 
 
+def load_vae_folder(folder: str | Path) -> torch.nn.Module:
+    """An autoencoder folder: the exact pixel-unshuffle one (`igr train-vae` on a tiny_pixel config) or a diffusers
+    ``AutoencoderKL``."""
+    meta = Path(folder) / "config.json"
+    if meta.is_file() and json.loads(meta.read_text()).get("_class_name") == PixelUnshuffleAutoencoder.__name__:
+        try:
+            return PixelUnshuffleAutoencoder.from_config(PixelUnshuffleAutoencoder.load_config(str(folder)))
+        except Exception as exc:
+            raise WeightsError(f"{folder}: cannot load the pixel-unshuffle autoencoder ({exc})") from exc
+    return load_diffusers_model(AutoencoderKL, folder)
+
+
 def build_vae(config: dict[str, Any], sd_path: str | None, vae_path: str | None) -> torch.nn.Module:
     if vae_path:
-        meta = Path(vae_path) / "config.json"
-        if meta.is_file() and json.loads(meta.read_text()).get("_class_name") == PixelUnshuffleAutoencoder.__name__:
-            try:
-                return PixelUnshuffleAutoencoder.from_config(PixelUnshuffleAutoencoder.load_config(vae_path))
-            except Exception as exc:
-                raise WeightsError(f"{vae_path}: cannot load the pixel-unshuffle autoencoder ({exc})") from exc
-        return load_diffusers_model(AutoencoderKL, vae_path)
-    if sd_path:
-        return load_diffusers_model(AutoencoderKL, Path(sd_path) / "vae")
+        return load_vae_folder(vae_path)
+    if sd_path:  # SD1.5's vae/, or the tiny base's copy of the demo's autoencoder (igr train-base)
+        return load_vae_folder(Path(sd_path) / "vae")
     if _is_pixel_unshuffle(config):
         return PixelUnshuffleAutoencoder(**config)
     return AutoencoderKL(**config)
