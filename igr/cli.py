@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("igr.train", "train with LightningCLI (coarse or HQFT fine-tune)"),
     "train-vae": ("igr.commands.train_vae", "train the tiny world's VAE on shards (demo)"),
     "train-clip": ("igr.commands.train_clip", "pre-train the tiny world's CLIP image encoder on synthetic shards (demo)"),
+    "train-base": (
+        "igr.commands.train_base",
+        "pre-train the tiny world's base UNet (the SD1.5 analogue GarmNet and the denoiser start from) (demo)",
+    ),
     "export": ("igr.commands.export", "write a pipeline folder (safetensors + config) from a checkpoint"),
     "make-shards": (
         "igr.data.commands.make_shards",

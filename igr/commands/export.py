@@ -1,7 +1,7 @@
 """``igr export``: a pipeline folder (safetensors + config; no pickles, no optimizer state).
 
 igr export CKPT --out DIR                 from a training checkpoint (.ckpt, or a DeepSpeed folder)
-igr export --untrained CONFIG.yaml --out DIR [--vae-path P] [--image-encoder-path P] [--seed S]
+igr export --untrained CONFIG.yaml --out DIR [--sd-path P] [--vae-path P] [--image-encoder-path P] [--seed S]
                                           the same model at initialisation (the "init" row of reports); CONFIG
                                           is a model YAML or an experiment YAML (then its diffusion settings too)
 
@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--untrained",
         metavar="CONFIG_YAML",
         help="export an untrained model built from this model or experiment config",
+    )
+    parser.add_argument(
+        "--sd-path", help="with --untrained: the pre-trained base folder both UNets start from (overrides the config)"
     )
     parser.add_argument("--vae-path", help="with --untrained: the model's VAE folder (overrides the config)")
     parser.add_argument(
@@ -58,10 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from igr.models import build_model
 
     cfg, diffusion = load_model_config(args.untrained), load_diffusion_config(args.untrained)
-    if args.vae_path:
-        cfg = dataclasses.replace(cfg, vae_path=args.vae_path)
-    if args.image_encoder_path:
-        cfg = dataclasses.replace(cfg, image_encoder_path=args.image_encoder_path)
+    paths = {k: getattr(args, k) for k in ("sd_path", "vae_path", "image_encoder_path") if getattr(args, k)}
+    cfg = dataclasses.replace(cfg, **paths)
     torch.manual_seed(args.seed)
     out = export_pipeline(build_model(cfg, diffusion).eval(), args.out, overwrite=args.overwrite)
     print(f"exported untrained {cfg.name} (seed {args.seed}) → {out}")
