@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from igr.atomic import atomic_directory
 from igr.config import CATEGORIES, DiffusionConfig, ModelConfig
@@ -88,7 +87,7 @@ def train_tiny_base(
     from igr.models.prompts import build_text_encoder, tokenize
     from igr.models.vae import FrozenVAE, build_vae
     from igr.sampling import training_scheduler, training_target
-    from igr.vae_train import warmup_cosine
+    from igr.vae_train import step_progress, warmup_cosine
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -118,10 +117,8 @@ def train_tiny_base(
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0, foreach=True)
     sched = warmup_cosine(opt, steps)
     gen = torch.Generator().manual_seed(seed)
-    columns = [TextColumn("tiny base UNet"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn()]
     losses, t0 = [], time.perf_counter()
-    with Progress(*columns) as progress:
+    with step_progress("tiny base UNet", "loss") as progress:
         task = progress.add_task("base", total=steps, loss=float("nan"))
         for _ in range(steps):
             x, prompt = draw_batch(persons, garments, cats, batch_size, gen)

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from igr.atomic import atomic_file
 from igr.config import ModelConfig
@@ -90,7 +89,7 @@ def train_tiny_clip(
     from open_clip.tokenizer import SimpleTokenizer
     from safetensors.torch import save
 
-    from igr.vae_train import warmup_cosine
+    from igr.vae_train import step_progress, warmup_cosine
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -109,10 +108,8 @@ def train_tiny_clip(
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
     sched = warmup_cosine(opt, steps)
     gen = torch.Generator().manual_seed(seed)
-    columns = [TextColumn("tiny CLIP"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn()]
     losses, t0 = [], time.perf_counter()
-    with Progress(*columns) as progress:
+    with step_progress("tiny CLIP", "loss") as progress:
         task = progress.add_task("clip", total=steps, loss=float("nan"))
         for _ in range(steps):
             idx = torch.randint(0, len(pixels), (batch_size,), generator=gen)

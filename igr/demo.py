@@ -1,6 +1,7 @@
 """``igr demo``: the whole pipeline on the tiny world, end to end, as the commands a user would type.
 
-synthetic shards → autoencoder statistics (exact pixel-unshuffle) → coarse training → HQFT curation → fine-tune →
+synthetic shards → autoencoder statistics (exact pixel-unshuffle) → the base UNet and the image encoder, pre-trained
+side by side (the tiny world's SD1.5 and CLIP) → coarse training from the base → HQFT curation → fine-tune →
 export → eval (the model, the same model at initialisation, the masked-crop and category-mean baselines) →
 ``report.md`` with metrics, image grid, curves and commands.
 Each stage runs as an ``igr`` sub-process, so the report's command list is exactly what ran.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -41,6 +43,11 @@ class Profile:
     # the kind from it 75 % of the time after 400 steps, 91 % after 1,200 (88 % after 2,400), and demo-long's kind
     # accuracy had reached the 400-step figure (docs/tiny-world.md, rounds 5 and 6). ~50 s more than 400 steps.
     clip_steps: int = 1200
+    # The tiny SD1.5 analogue both GarmNet and the denoiser start from (igr/base_train.py). IGR fine-tunes a
+    # pretrained UNet; from random init the denoiser first has to learn to draw at all (docs/tiny-world.md, round 7:
+    # batch 8 scored as batch 16 on 48 pairs in half the time, 226 s against 413 s).
+    base_steps: int = 1500
+    base_batch_size: int = 8
     # HQFT: keep every sample that passes the rules (null), or the best-scoring share (the paper kept 0.2 of its
     # coarse set by hand). Set explicitly so the demo does not move when the curation default does.
     keep_fraction: float | None = None
@@ -51,7 +58,7 @@ PROFILES = {
     # CI-sized: every stage runs (the ablations with `ablations=True`), in about a minute.
     "quick": Profile(
         train=64, val=8, test=8, coarse_steps=6, finetune_steps=4, eval_steps=2, batch_size=4,
-        classifier_steps=5, bootstrap=5, clip_steps=3,
+        classifier_steps=5, bootstrap=5, clip_steps=3, base_steps=3,
     ),
     "default": Profile(),  # `make demo`: <= 15 minutes on 2 cores
     # `make demo-long`: the full model and the w/o-GarmNet ablation, 3000 steps each (not yet measured end to end)
@@ -76,9 +83,15 @@ def _shown(cmd: list[str]) -> str:
 
 
 def stage_env() -> dict[str, str]:
-    """The stages' environment: idle OpenMP threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE), which on
-    a busy 2-core machine made training ~7× slower per step; a value the user set wins."""
-    return {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    """The stages' environment: one torch thread each (OMP_NUM_THREADS=1), idle OpenMP threads asleep
+    (OMP_WAIT_POLICY=PASSIVE); a value the user set wins. Measured on the 2-core VM, one coarse step of the tiny model
+    (batch 8): 0.31 s on 1 thread; on 2 threads 0.26 s with spinning idle threads (the OpenMP default) but ~7× slower
+    as soon as another job runs, and 0.48 s with sleeping ones. So each stage takes one core and the demo runs
+    independent stages side by side on the other (:meth:`Runner.parallel`)."""
+    env = {**os.environ}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return env
 
 
 class Runner:
@@ -86,16 +99,39 @@ class Runner:
         self.log: list[dict] = []
 
     def __call__(self, stage: str, cmd: list[str]) -> None:
-        shown = _shown(cmd)
-        print(f"\n▶ [{stage}] {shown}", flush=True)
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, env=stage_env())
-        seconds = time.perf_counter() - start
-        self.log.append(
-            {"stage": stage, "command": shown, "seconds": round(seconds, 1), "rc": proc.returncode}
-        )
-        if proc.returncode != 0:
-            raise IGRError(f"demo stage '{stage}' failed (exit {proc.returncode}): {shown}")
+        self.parallel([(stage, cmd)])
+
+    def parallel(self, stages: list[tuple[str, list[str]]], logs: Path | None = None) -> None:
+        """Run independent stages side by side (one core each, see :func:`stage_env`). The first shows its output
+        here; each other one writes to ``logs/<stage>.log``, named when it starts. Every stage is waited for before a
+        failure is raised, so none is left running."""
+        procs = []
+        for i, (stage, cmd) in enumerate(stages):
+            log = None
+            if i:
+                logs.mkdir(parents=True, exist_ok=True)
+                log = logs / (re.sub(r"[^a-z0-9]+", "-", stage.lower()).strip("-") + ".log")
+            print(f"\n▶ [{stage}] {_shown(cmd)}" + (f"  (side by side, output in {log})" if log else ""), flush=True)
+            out = open(log, "w") if log else None  # noqa: SIM115 (closed once the process has ended)
+            proc = subprocess.Popen(cmd, env=stage_env(), stdout=out, stderr=subprocess.STDOUT if out else None)
+            procs.append((stage, cmd, out, time.perf_counter(), proc))
+        ended: dict[int, tuple[int, float]] = {}  # index → (exit code, seconds), timed when each one ends
+        while len(ended) < len(procs):
+            for i, (_, _, out, start, proc) in enumerate(procs):
+                if i not in ended and proc.poll() is not None:
+                    ended[i] = (proc.returncode, time.perf_counter() - start)
+                    if out:
+                        out.close()
+            if len(ended) < len(procs):
+                time.sleep(0.05)
+        failed = []
+        for i, (stage, cmd, *_) in enumerate(procs):
+            rc, seconds = ended[i]
+            self.log.append({"stage": stage, "command": _shown(cmd), "seconds": round(seconds, 1), "rc": rc})
+            if rc != 0:
+                failed.append(f"demo stage '{stage}' failed (exit {rc}): {_shown(cmd)}")
+        if failed:
+            raise IGRError("; ".join(failed))
 
 
 def _shards_current(shard_dir: Path, split: str, num: int) -> bool:
@@ -113,15 +149,12 @@ def _shards_current(shard_dir: Path, split: str, num: int) -> bool:
     return first is not None and "colour_family" in ((first.get("meta") or {}).get("garment") or {})
 
 
-def _fit(run: Runner, stage: str, experiment: str, root: Path, data: list[str], steps: int, *extra: str) -> Path:
-    run(
-        stage,
-        _igr(
-            "fit", "-c", experiment, f"--trainer.default_root_dir={root}", *data, f"--trainer.max_steps={steps}",
-            *extra,
-        ),
+def _fit(stage: str, experiment: str, root: Path, data: list[str], steps: int, *extra: str):
+    """One training stage, as ``(stage, command)`` for :class:`Runner`, and the checkpoint it leaves."""
+    cmd = _igr(
+        "fit", "-c", experiment, f"--trainer.default_root_dir={root}", *data, f"--trainer.max_steps={steps}", *extra
     )
-    return root / "checkpoints" / "last.ckpt"
+    return (stage, cmd), root / "checkpoints" / "last.ckpt"
 
 
 def _export(run: Runner, stage: str, ckpt: Path, out: Path) -> Path:
@@ -140,7 +173,7 @@ def run_demo(
     run = Runner()
     t0 = time.perf_counter()
     # diagnose/: the report lists every file in it, so one left by an ablation run must not show up in a later one
-    stages = ("coarse", "finetune", "coarse-no-garmnet", "finetune-no-garmnet", "diagnose")
+    stages = ("coarse", "finetune", "coarse-no-garmnet", "finetune-no-garmnet", "diagnose", "logs")
     for stage in stages:
         # A previous demo's run folder would make Lightning write last-v1.ckpt next to the stale last.ckpt,
         # and the next stage would start from the old weights: each demo trains in a fresh folder.
@@ -166,20 +199,28 @@ def run_demo(
             "--out", str(vae), "--overwrite",
         ),
     )
-    # The frozen "pretrained" image encoder: SD1.5's IP-Adapter reads p_g through a CLIP that already knows garments;
-    # a random tower carries little of that (docs/tiny-world.md, round 4), so the tiny CLIP is pre-trained first.
-    clip = out_dir / "clip" / "open_clip.safetensors"
-    run(
-        "image encoder (tiny CLIP)",
-        _igr(
-            "train-clip", "--shards", str(shard_dir / "train.json"), "-c", "configs/model/tiny_pixel.yaml",
-            "--out", str(clip), "--steps", str(p.clip_steps), "--overwrite",
-        ),
+    # What IGR starts from, pre-trained side by side: the base UNet (SD1.5's stand-in, which GarmNet and the denoiser
+    # are copied from) and the frozen image encoder (SD1.5's IP-Adapter reads p_g through a CLIP that already knows
+    # garments; a random tower carries little of that, docs/tiny-world.md round 4).
+    clip, base = out_dir / "clip" / "open_clip.safetensors", out_dir / "base"
+    run.parallel(
+        [
+            ("base UNet (tiny SD1.5)", _igr(
+                "train-base", "--shards", str(shard_dir / "train.json"), "-c", "configs/experiment/demo.yaml",
+                "--vae-path", str(vae), "--out", str(base), "--steps", str(p.base_steps),
+                "--batch-size", str(p.base_batch_size), "--overwrite",
+            )),
+            ("image encoder (tiny CLIP)", _igr(
+                "train-clip", "--shards", str(shard_dir / "train.json"), "-c", "configs/model/tiny_pixel.yaml",
+                "--out", str(clip), "--steps", str(p.clip_steps), "--overwrite",
+            )),
+        ],
+        out_dir / "logs",
     )
-    frozen = [f"--model.model.vae_path={vae}", f"--model.model.image_encoder_path={clip}"]
+    frozen = [f"--model.model.sd_path={base}", f"--model.model.vae_path={vae}",
+              f"--model.model.image_encoder_path={clip}"]
     rest = [f"--data.val_shards={shard_dir / 'val.json'}", f"--data.batch_size={p.batch_size}"]
     data = [*frozen, f"--data.train_shards={shard_dir / 'train.json'}", *rest]
-    coarse_ckpt = _fit(run, "coarse", "configs/experiment/demo.yaml", out_dir / "coarse", data, p.coarse_steps)
     keep = "null" if p.keep_fraction is None else str(p.keep_fraction)
     run(
         "HQFT curation",
@@ -187,29 +228,28 @@ def run_demo(
              "--overwrite"),
     )
     data_ft = [*frozen, f"--data.train_shards={hqft / 'train.json'}", *rest]
-    ft_ckpt = _fit(
-        run, "fine-tune", "configs/experiment/demo_finetune.yaml", out_dir / "finetune", data_ft, p.finetune_steps,
-        f"--model.init_from={coarse_ckpt}",
-    )
-    _export(run, "export", ft_ckpt, out_dir / "pipeline")
-    models = [(MODEL_ROW, out_dir / "pipeline")]
+    # Table 2 at the demo's budget: w/o GarmNet trains the same two stages and steps with GarmNet removed (the
+    # denoiser sees the person only through the IP-Adapter), side by side with the full model, one core each.
+    variants = [("", "", ())]
     if p.ablations:
-        # Table 2 at the demo's budget. w/o HQFT: the coarse model itself (no fine-tune stage). w/o GarmNet: the same
-        # two stages and steps with GarmNet removed (the denoiser sees the person only through the IP-Adapter).
-        _export(run, "export w/o HQFT", coarse_ckpt, out_dir / "pipeline-no-hqft")
-        no_gn = "--model.model.use_garmnet=false"
-        ckpt = _fit(run, "coarse w/o GarmNet", "configs/experiment/demo.yaml", out_dir / "coarse-no-garmnet", data,
-                    p.coarse_steps, no_gn)
-        ckpt = _fit(run, "fine-tune w/o GarmNet", "configs/experiment/demo_finetune.yaml",
-                    out_dir / "finetune-no-garmnet", data_ft, p.finetune_steps, no_gn, f"--model.init_from={ckpt}")
-        _export(run, "export w/o GarmNet", ckpt, out_dir / "pipeline-no-garmnet")
-        models += [(NO_HQFT_ROW, out_dir / "pipeline-no-hqft"), (NO_GARMNET_ROW, out_dir / "pipeline-no-garmnet")]
+        variants.append((" w/o GarmNet", "-no-garmnet", ("--model.model.use_garmnet=false",)))
+    coarse = [_fit(f"coarse{name}", "configs/experiment/demo.yaml", out_dir / f"coarse{suffix}", data,
+                   p.coarse_steps, *extra) for name, suffix, extra in variants]
+    run.parallel([stage for stage, _ in coarse], out_dir / "logs")
+    finetune = [_fit(f"fine-tune{name}", "configs/experiment/demo_finetune.yaml", out_dir / f"finetune{suffix}",
+                     data_ft, p.finetune_steps, *extra, f"--model.init_from={ckpt}")
+                for (name, suffix, extra), (_, ckpt) in zip(variants, coarse)]
+    run.parallel([stage for stage, _ in finetune], out_dir / "logs")
+    models = [(MODEL_ROW, _export(run, "export", finetune[0][1], out_dir / "pipeline"))]
+    if p.ablations:  # w/o HQFT: the coarse model itself, as in the paper
+        models += [(NO_HQFT_ROW, _export(run, "export w/o HQFT", coarse[0][1], out_dir / "pipeline-no-hqft")),
+                   (NO_GARMNET_ROW, _export(run, "export w/o GarmNet", finetune[1][1], out_dir / "pipeline-no-garmnet"))]
     run(
         "export init",
         _igr(
             "export", "--untrained", "configs/experiment/demo.yaml",  # same model and diffusion settings as trained
-            "--vae-path", str(vae), "--image-encoder-path", str(clip), "--seed", "0", "--out", str(out_dir / "init"),
-            "--overwrite",
+            "--sd-path", str(base), "--vae-path", str(vae), "--image-encoder-path", str(clip), "--seed", "0",
+            "--out", str(out_dir / "init"), "--overwrite",
         ),
     )
     models.append((INIT_ROW, out_dir / "init"))
@@ -292,8 +332,10 @@ def write_demo_report(out_dir: Path, log: list[dict], total: float, profile: str
         f"Python {platform.python_version()}, torch {torch.__version__}).",
         "",
         "This is the tiny world: a ~1 M-parameter IGR trained for minutes on procedurally drawn garments at "
-        "64×48, diffusing in pixel space through an exact autoencoder. It shows that the method learns; it says "
-        "nothing about the quality of the paper-size model. Variants tried and their figures: docs/tiny-world.md.",
+        "64×48, diffusing in pixel space through an exact autoencoder. As in the paper, GarmNet and the denoiser both "
+        "start from one pre-trained base UNet (here a tiny SD1.5 stand-in trained first, `igr train-base`). It shows "
+        "that the method learns; it says nothing about the quality of the paper-size model. Variants tried and their "
+        "figures: docs/tiny-world.md.",
         "",
         f"Autoencoder: exact pixel-unshuffle (patch 4); its reconstruction SSIM on the test garments is "
         f"{'–' if recon is None else f'{recon:.4f}'} (the ceiling it leaves the diffusion model).",

@@ -43,6 +43,15 @@ def load_images(shards: str, size: tuple[int, int], limit: int | None = None) ->
     return stack(persons), stack(garments)
 
 
+def step_progress(title: str, metric: str, disable: bool = False) -> Progress:
+    """The progress bar of the tiny world's pre-trainings: steps done, the running ``metric`` field, times."""
+    return Progress(
+        TextColumn(title), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn(f"{metric} {{task.fields[{metric}]:.4f}}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        disable=disable,
+    )
+
+
 def warmup_cosine(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up over the first 5 % of ``steps``, then cosine decay to 0 (the tiny world's pre-trainings)."""
     warmup = max(1, steps // 20)
@@ -84,16 +93,8 @@ def _fit_and_save(vae, data, garments, gen, out, steps, batch_size, lr, kl_weigh
     if steps:
         opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
         sched = warmup_cosine(opt, steps)
-    columns = [
-        TextColumn("tiny VAE"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("l1 {task.fields[l1]:.4f}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ]
     losses = [float("nan")]
-    with Progress(*columns, disable=steps == 0) as progress:
+    with step_progress("tiny VAE", "l1", disable=steps == 0) as progress:
         task = progress.add_task("vae", total=steps, l1=float("nan"))
         for _ in range(steps):
             idx = torch.randint(0, len(data), (batch_size,), generator=gen)

@@ -62,8 +62,11 @@ def test_demo_quick_profile_runs_every_stage(tmp_path, monkeypatch):
     assert not old_diag.exists() and "| pipeline-no-garmnet |" not in report.read_text()
     assert not (out / "coarse" / "checkpoints" / "last-v1.ckpt").exists() and stale.stat().st_size > 5
     text = report.read_text()
-    for stage in ("autoencoder", "coarse", "HQFT curation", "fine-tune", "export", "eval"):
+    for stage in ("autoencoder", "base UNet (tiny SD1.5)", "image encoder (tiny CLIP)", "coarse", "HQFT curation",
+                  "fine-tune", "export", "eval"):
         assert f"| {stage} |" in text, stage
+    # both UNets start from the pre-trained base, and the init row is the model the coarse stage started from
+    assert "--model.model.sd_path=" in text and f"--sd-path {out / 'base'}" in text
     assert "## Goals (issue 13)" in text and "Tiny-world metrics" in text
     assert "| pipeline | 999 |" in text and json.loads((out / "diagnose" / "pipeline.json").read_text())["rows"]
     summary = json.loads((out / "metrics.json").read_text())
@@ -84,3 +87,23 @@ def test_demo_quick_profile_runs_every_stage(tmp_path, monkeypatch):
     assert rows["masked-crop baseline"]["fid"].startswith("n/a")  # no Inception weights here: said, not faked
     assert set(summary["goals"]) >= {"SSIM above the masked-crop baseline", "colour family right ≥ 70 %"}
     assert (out / "pipeline" / "model.yaml").is_file() and (out / "eval" / "samples.png").is_file()
+
+
+def test_side_by_side_stages_are_all_waited_for_and_a_failure_names_its_stage(tmp_path):
+    """Catches: a failed side-by-side stage going unnoticed, a failure raised while another stage still runs (left
+    behind, writing into the next stage's files), and stages missing from the report's command table."""
+    import sys
+
+    from igr.demo import Runner
+    from igr.errors import IGRError
+
+    done = tmp_path / "done"
+    slow = [sys.executable, "-c", f"import time, pathlib; time.sleep(1); pathlib.Path({str(done)!r}).write_text('x')"]
+    failing = [sys.executable, "-c", "raise SystemExit(3)"]
+    run = Runner()
+    with pytest.raises(IGRError, match=r"^demo stage 'broken stage' failed \(exit 3\)"):
+        run.parallel([("broken stage", failing), ("slow stage", slow)], tmp_path / "logs")
+    assert done.read_text() == "x"
+    assert [(e["stage"], e["rc"]) for e in run.log] == [("broken stage", 3), ("slow stage", 0)]
+    assert run.log[0]["seconds"] < 0.8 <= run.log[1]["seconds"]  # each timed to its own end
+    assert (tmp_path / "logs" / "slow-stage.log").is_file()
