@@ -37,6 +37,7 @@ PERSON_ROW, EMPTY_ROW = len(CATEGORIES), len(CATEGORIES) + 1
 def load_images(shards: str, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Persons (N,3,H,W), garments (N,3,H,W) in [-1,1] and each garment's category index (N,) into CATEGORIES."""
     from igr.data.shards import iter_samples
+    from igr.vae_train import stack_images
 
     persons, garments, cats = [], [], []
     for s in iter_samples(shards, image_size=size):
@@ -47,11 +48,7 @@ def load_images(shards: str, size: tuple[int, int]) -> tuple[torch.Tensor, torch
         cats.append(CATEGORIES.index(s["category"]))
     if not garments:
         raise IGRError(f"{shards}: no paired samples (person + garment) to pre-train the base UNet on")
-
-    def stack(images: list[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-    return stack(persons), stack(garments), torch.tensor(cats)
+    return stack_images(persons), stack_images(garments), torch.tensor(cats)
 
 
 def draw_batch(

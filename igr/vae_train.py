@@ -36,11 +36,12 @@ def load_images(shards: str, size: tuple[int, int], limit: int | None = None) ->
             garments.append(s["garment"])
     if not persons or not garments:
         raise IGRError(f"{shards}: no usable paired samples to train the VAE on")
+    return stack_images(persons), stack_images(garments)
 
-    def stack(images: list[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1  # (N,3,H,W)
 
-    return stack(persons), stack(garments)
+def stack_images(images: list[np.ndarray]) -> torch.Tensor:
+    """uint8 (H,W,3) images → one (N,3,H,W) tensor in [-1,1]."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def step_progress(title: str, metric: str, disable: bool = False) -> Progress:
