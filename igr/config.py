@@ -36,6 +36,10 @@ class DiffusionConfig:
     beta_end: float = _paper("diffusion", "beta_end")
     beta_schedule: str = _paper("diffusion", "beta_schedule")
     condition_drop: float = _paper("diffusion", "condition_drop")
+    # Of the samples that keep their conditions, the share whose IP-Adapter image embedding alone is zeroed (the
+    # prompt and GarmNet's input stay), as IP-Adapter trains with image and text dropped independently. 0 = the
+    # paper's joint drop only. The tiny world uses it so that the embedding is not the only route to the garment.
+    image_drop: float = _paper("diffusion", "image_drop")
     garmnet_timestep: int = _paper("garmnet_timestep")
     # SD1.5's parameterisation (the paper fine-tunes SD1.5, so it keeps it). The tiny world trains from scratch
     # and may choose v-prediction on a zero-terminal-SNR schedule (Lin et al. 2024): with SD's schedule the last
@@ -52,6 +56,9 @@ class DiffusionConfig:
         for key, (value, allowed) in checks.items():
             if value not in allowed:
                 raise IGRError(f"diffusion.{key}: '{value}' is not one of {', '.join(allowed)}")
+        for key in ("condition_drop", "image_drop"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise IGRError(f"diffusion.{key}: {getattr(self, key)} is not a probability in [0, 1]")
         if self.zero_terminal_snr and self.prediction_type == "epsilon":
             raise IGRError("diffusion.zero_terminal_snr needs prediction_type v_prediction or sample (ε is "
                            "undefined at zero SNR)")

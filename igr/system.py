@@ -53,6 +53,7 @@ class Draws:
     keep: torch.Tensor  # (B,) bool: False = every condition of that sample dropped (p = diffusion.condition_drop)
     noise: torch.Tensor  # (B,C,h,w) float32 ε
     t: torch.Tensor  # (B,) long, uniform over the training timesteps
+    keep_image: torch.Tensor | None = None  # (B,) bool: False = image embedding alone dropped (diffusion.image_drop)
 
 
 class IGRSystem(L.LightningModule):
@@ -171,7 +172,10 @@ class IGRSystem(L.LightningModule):
         keep = torch.rand(b, generator=generator) >= self.diffusion.condition_drop
         noise = torch.randn(shape, generator=generator, dtype=torch.float32)
         t = torch.randint(0, self.diffusion.train_timesteps, (b,), generator=generator)
-        return Draws(keep.to(device), noise.to(device), t.to(device))
+        keep_image = None
+        if self.diffusion.image_drop > 0:  # drawn last and only when used: image_drop 0 leaves the stream as it was
+            keep_image = (torch.rand(b, generator=generator) >= self.diffusion.image_drop).to(device)
+        return Draws(keep.to(device), noise.to(device), t.to(device), keep_image)
 
     def diffusion_loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
         person, mask, garment = batch["person"], batch["mask"], batch["garment"]
@@ -179,7 +183,7 @@ class IGRSystem(L.LightningModule):
         z0 = self.model.vae.encode(garment, sample=True, generator=generator).float()  # (B,4,h,w) target latent
         inputs = self.model.encode_inputs(person, mask, list(batch["category"]))
         d = self.draw(b, tuple(z0.shape), dev, generator)
-        cond = self.model.conditions(inputs, d.keep)
+        cond = self.model.conditions(inputs, d.keep, d.keep_image)
         z_t = self.noise_scheduler.add_noise(z0, d.noise, d.t)  # fp32; the denoiser casts at its boundary
         pred = self.model.eps(z_t, d.t, cond)  # ε̂, v̂ or ẑ_0 (diffusion.prediction_type)
         return F.mse_loss(pred.float(), training_target(self.noise_scheduler, z0, d.noise, d.t).float())

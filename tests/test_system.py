@@ -247,6 +247,72 @@ def test_training_drops_every_condition_of_a_sample_together(batch, monkeypatch)
     assert feats is not None and all(f.shape[0] == 2 for f in feats.values())
 
 
+def test_image_drop_probability_and_an_unchanged_stream_without_it():
+    """diffusion.image_drop: the share of samples whose image embedding alone is dropped. Catches: the comparison
+    turned around, one draw for the batch, and a default (0) that changes the seeded stream of keep/ε/t."""
+    from igr.config import DiffusionConfig
+
+    n, cpu = 20_000, torch.device("cpu")
+    with_drop = IGRSystem(diffusion=DiffusionConfig(image_drop=0.3))
+    d = with_drop.draw(n, (n, 1, 1, 1), cpu, torch.Generator().manual_seed(0))
+    assert d.keep_image.dtype == torch.bool and d.keep_image.shape == (n,)
+    assert abs((1 - d.keep_image.float().mean().item()) - 0.3) < 0.012  # 3σ ≈ 0.0097
+    plain = IGRSystem().draw(n, (n, 1, 1, 1), cpu, torch.Generator().manual_seed(0))
+    assert plain.keep_image is None
+    # the default draws the same keep, ε and t as before the option existed (image_drop is drawn last)
+    assert torch.equal(plain.keep, d.keep) and torch.equal(plain.noise, d.noise) and torch.equal(plain.t, d.t)
+    ref = torch.Generator().manual_seed(0)
+    assert torch.equal(plain.keep, torch.rand(n, generator=ref) >= 0.1)
+
+
+def test_image_drop_zeroes_the_image_embedding_alone(batch, monkeypatch):
+    """A sample whose image embedding is dropped keeps its prompt and GarmNet's person latent and mask.
+    Catches: keep_image not reaching the model, dropping the wrong sample, or dropping the other conditions too."""
+    from igr.system import Draws
+
+    torch.manual_seed(0)
+    system = IGRSystem().eval()
+    m = system.model
+    draw = system.draw
+
+    def draws(*a, **k):
+        d = draw(*a, **k)
+        return Draws(torch.tensor([True, True]), d.noise, d.t, torch.tensor([False, True]))
+
+    monkeypatch.setattr(system, "draw", draws)
+    seen = {}
+    hooks = [
+        m.garmnet.register_forward_pre_hook(lambda mod, args: seen.setdefault("garmnet", args)),
+        m.denoiser.register_forward_pre_hook(lambda mod, args: seen.setdefault("denoiser", args)),
+    ]
+    try:
+        system.diffusion_loss(batch, generator=torch.Generator().manual_seed(0))
+    finally:
+        for h in hooks:
+            h.remove()
+    person_latent, mask, g_text = seen["garmnet"]
+    _, _, d_text, image_embeds, _ = seen["denoiser"]
+    assert torch.equal(image_embeds[0], torch.zeros_like(image_embeds[0]))  # sample 0: image embedding dropped
+    assert image_embeds[1].abs().sum() > 0
+    for i in (0, 1):  # both keep the prompt and GarmNet's inputs
+        prompt = m.prompts.embeddings[m.prompts.categories.index(batch["category"][i])]
+        assert torch.equal(d_text[i], prompt) and torch.equal(g_text[i], prompt)
+        torch.testing.assert_close(person_latent[i], m.vae.encode(batch["person"][i : i + 1])[0])
+        assert torch.equal(mask[i], batch["mask"][i])
+
+
+def test_drop_probabilities_outside_0_1_are_refused():
+    import pytest
+
+    from igr.config import DiffusionConfig
+    from igr.errors import IGRError
+
+    with pytest.raises(IGRError, match="image_drop: 1.5 is not a probability"):
+        DiffusionConfig(image_drop=1.5)
+    with pytest.raises(IGRError, match="condition_drop: -0.1"):
+        DiffusionConfig(condition_drop=-0.1)
+
+
 # --- precision: the DeepSpeed regime on the CPU ---------------------------------------------------------------
 def test_one_step_in_the_deepspeed_bf16_regime(batch):
     """DeepSpeed casts parameters (not buffers) to bf16, Lightning casts the batch to bf16, and no autocast runs.

@@ -7,6 +7,7 @@ Training (:mod:`igr.system`), the restoration pipeline and the benchmarks all go
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -111,10 +112,17 @@ class IGRModel(torch.nn.Module):
             image_embeds=self.image_encoder(person, mask),
         )
 
-    def conditions(self, inputs: Inputs, keep: torch.Tensor | None = None) -> Conditions:
-        """Run GarmNet (once) on the inputs, dropping conditions where ``keep`` is False."""
+    def conditions(
+        self, inputs: Inputs, keep: torch.Tensor | None = None, keep_image: torch.Tensor | None = None
+    ) -> Conditions:
+        """Run GarmNet (once) on the inputs, dropping every condition where ``keep`` is False and the image
+        embedding alone where ``keep_image`` is False."""
         if keep is not None:
             inputs = inputs.select(keep, self.prompts.empty(1))
+        if keep_image is not None:
+            inputs = dataclasses.replace(
+                inputs, image_embeds=inputs.image_embeds * keep_image[:, None].to(inputs.image_embeds.dtype)
+            )
         feats = None
         if self.garmnet is not None:
             feats = self.garmnet(inputs.person_latent, inputs.mask, inputs.text)
