@@ -93,6 +93,14 @@ def masked_crop_baseline(person: torch.Tensor, mask: torch.Tensor, size: tuple[i
     return torch.stack(out).clamp(0, 1)
 
 
+def _person_tiles(person: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) uint8 person images in [-1,1] with everything outside the garment mask faded towards white, so a
+    grid shows what the model was asked to restore."""
+    x = (person.float().clamp(-1, 1) + 1) * 127.5
+    m = mask.float().to(x.device)
+    return (m * x + (1 - m) * (0.35 * x + 0.65 * 255)).round().to(torch.uint8)
+
+
 def _to_uint8(x01: torch.Tensor) -> torch.Tensor:
     return (x01.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
@@ -172,7 +180,7 @@ def evaluate(
 ) -> dict:
     from igr.export import load_pipeline
     from igr.metrics import MetricsConfig, MetricSuite
-    from igr.metrics.report import ReportRow, save_sample_grid, write_report
+    from igr.metrics.report import ReportRow, save_labelled_grid, write_report
     from igr.sampling import image_generators
 
     out = Path(out)
@@ -210,7 +218,8 @@ def evaluate(
     rows: dict[str, ReportRow] = {}
     protocols: dict[str, dict] = {}
     timings: dict[str, float] = {}
-    grid_pred: list[torch.Tensor] = []
+    grid_rows: dict[str, list[torch.Tensor]] = {}  # the first grid_images test samples of every paired row
+    grid_person: list[torch.Tensor] = []
     grid_gt: list[torch.Tensor] = []
     tiny = None  # tiny-world classifier metrics (kind/colour/pattern accuracy, fd_tiny, kd_tiny), DESIGN.md §7
     if train_shards:
@@ -287,10 +296,13 @@ def evaluate(
                                 labels = tiny_metrics.labels_from_meta(meta, f"{url}: {key}")
                                 for a, v in labels.items():
                                     tiny["labels"][a].append(v)
-                    if paired and j == 0 and len(grid_pred) < grid_images:  # samples of the first row
-                        k = grid_images - len(grid_pred)
-                        grid_pred.extend(pred8[:k])
-                        grid_gt.extend(b["garment_uint8"][:k])
+                    tiles = grid_rows.setdefault(name, []) if paired else []
+                    if paired and len(tiles) < grid_images:  # every row sees the batches in the same order
+                        k = grid_images - len(tiles)
+                        tiles.extend(pred8[:k])
+                        if j == 0:
+                            grid_gt.extend(b["garment_uint8"][:k])
+                            grid_person.extend(_person_tiles(b["person"][:k], b["mask"][:k]))
                     progress.advance(task, len(b["key"]))
             timings[f"{label}: {name}"] = time.perf_counter() - start
             if suite.num_samples() == 0:
@@ -311,7 +323,10 @@ def evaluate(
     if unpaired_shards:
         run_test("unpaired", unpaired_shards, False, real_id=f"real:{real}")
     out.mkdir(parents=True, exist_ok=True)
-    grid = save_sample_grid(out / "samples.png", grid_pred, grid_gt or None) if grid_pred else None
+    grid = None
+    if grid_rows:
+        grid_spec = [("person (mask)", grid_person), *grid_rows.items(), ("ground truth", grid_gt)]
+        grid = save_labelled_grid(out / "samples.png", grid_spec, height=128)
     paths = write_report(
         out,
         list(rows.values()),

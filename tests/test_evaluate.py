@@ -27,9 +27,39 @@ def test_guidance_sweep_rows_and_grid(setup, tmp_path):
     assert set(result["rows"]) == {"tiny (s=1)", "tiny (s=2)"}
     ssim = [result["rows"][n]["paired"]["ssim"] for n in ("tiny (s=1)", "tiny (s=2)")]
     assert all(0 < v <= 1 for v in ssim) and ssim[0] != ssim[1]
-    assert (tmp_path / "eval" / "samples.png").is_file()
+    _check_grid(tmp_path / "eval" / "samples.png", shards, rows=4)  # person, s=1, s=2, ground truth
     payload = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert "table3" in payload["paper"]
+
+
+def _check_grid(path, shards, rows: int) -> None:
+    """The grid has one 128-px row per model row plus the person (mask faded) and the ground truth, 4 samples
+    wide, after a label column; the first and last rows hold the test pairs' person and garment."""
+    import numpy as np
+    from PIL import Image
+
+    from igr.evaluate import shard_batches
+
+    grid = np.asarray(Image.open(path).convert("RGB")).astype(float)
+    assert grid.shape[0] == 128 * rows
+    label_w = grid.shape[1] - 4 * 96
+    assert label_w > 0 and grid[:, :label_w].min() < 128  # dark label text on white
+    b = next(iter(shard_batches(str(shards), (64, 48), 4, None, True)))
+
+    def tile(r: int, i: int) -> np.ndarray:  # back to 64x48 by 2x2 box averaging of the 128x96 tile
+        t = grid[128 * r : 128 * (r + 1), label_w + 96 * i : label_w + 96 * (i + 1)]
+        return t.reshape(64, 2, 48, 2, 3).mean((1, 3))
+
+    for i in range(4):
+        gt = b["garment_uint8"][i].permute(1, 2, 0).numpy().astype(float)
+        person = ((b["person"][i].permute(1, 2, 0).numpy() + 1) * 127.5).astype(float)
+        m = np.pad(b["mask"][i, 0].numpy() > 0.5, 1)  # away from the mask's edge (bicubic blends across it)
+        inside = np.logical_and.reduce([m[1 + dy : 65 + dy, 1 + dx : 49 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+        m = ~m
+        outside = np.logical_and.reduce([m[1 + dy : 65 + dy, 1 + dx : 49 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+        assert np.abs(tile(rows - 1, i) - gt).mean() < 8
+        assert np.abs(tile(0, i)[inside] - person[inside]).mean() < 12  # textured: resampling blurs it
+        assert np.abs(tile(0, i)[outside] - person[outside]).mean() > 20  # faded outside the mask
 
 
 def test_bad_arguments_fail_before_work(setup, tmp_path):

@@ -300,18 +300,34 @@ def save_sample_grid(
     path: str | Path, preds: Sequence[Any], gts: Sequence[Any] | None = None, height: int = 256
 ) -> Path:
     """Save predictions (top row) over ground truth (bottom row) as one image; tensors are (3, H, W) uint8."""
-    from PIL import Image
+    rows = [("", preds)] + ([("", gts)] if gts else [])
+    return save_labelled_grid(path, rows, height=height)
+
+
+def save_labelled_grid(path: str | Path, rows: Sequence[tuple[str, Sequence[Any]]], height: int = 256) -> Path:
+    """One row of tiles per ``(label, images)``, the label in a column on the left (none when every label is
+    empty); images are (3, H, W) uint8 tensors, each scaled to ``height``."""
+    from PIL import Image, ImageDraw, ImageFont
 
     def tile(t) -> Image.Image:
         im = Image.fromarray(t.detach().cpu().permute(1, 2, 0).numpy())
         w = max(1, round(im.width * height / im.height))
         return im.resize((w, height), resample=Image.BICUBIC)
 
-    rows = [[tile(t) for t in preds]] + ([[tile(t) for t in gts]] if gts else [])
-    width = max(sum(im.width for im in row) for row in rows)
+    tiles = [[tile(t) for t in images] for _, images in rows]
+    font = ImageFont.load_default(size=max(10, height // 8))  # bundled with Pillow: no font file needed
+    labels = [label for label, _ in rows]
+    margin = max(8, height // 16)
+    label_w = 0
+    if any(labels):
+        label_w = 2 * margin + max(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(x, font=font)) for x in labels)
+    width = label_w + max(sum(im.width for im in row) for row in tiles)
     canvas = Image.new("RGB", (width, height * len(rows)), "white")
-    for r, row in enumerate(rows):
-        x = 0
+    draw = ImageDraw.Draw(canvas)
+    for r, (label, row) in enumerate(zip(labels, tiles)):
+        if label:
+            draw.text((margin, r * height + height // 2), label, fill="black", font=font, anchor="lm")
+        x = label_w
         for im in row:
             canvas.paste(im, (x, r * height))
             x += im.width
