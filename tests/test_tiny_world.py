@@ -41,6 +41,37 @@ def test_pixel_unshuffle_autoencoder_is_exact_and_survives_a_pipeline_folder(pix
     assert out.shape == (2, 3, 64, 48)
 
 
+def test_dct_patches_are_exact_and_hold_each_patch_in_cosine_coefficients(tmp_path):
+    """``transform: dct``. Expected values written out: a patch's first coefficient is its sum / 4 (orthonormal DC
+    of 16 pixels), a horizontal cosine of frequency 1 lands in coefficient (0, 1) alone with norm √8, and the transform
+    keeps norms. Catches: a basis that is not orthonormal (decode would not invert encode), a row/column mix-up, a
+    colour channel mixed into another, and a folder that forgets the transform."""
+    import math
+
+    from igr.models.vae import PixelUnshuffleAutoencoder, load_vae_folder
+
+    ae = PixelUnshuffleAutoencoder(transform="dct")
+    x = torch.rand(2, 3, 8, 12) * 2 - 1
+    z = ae.encode(x).latent_dist.mode()  # (2, 48, 2, 3)
+    torch.testing.assert_close(ae.decode(z).sample, x, atol=1e-6, rtol=0)
+    torch.testing.assert_close(z.square().sum(), x.square().sum(), rtol=1e-5, atol=0)  # orthonormal
+    # colour channel 1 (green), patch (1, 2) = rows 4..7, cols 8..11: its DC is coefficient 16 + 0
+    torch.testing.assert_close(z[0, 16, 1, 2], x[0, 1, 4:8, 8:12].sum() / 4)
+    # a cosine along the columns, cos(pi (j + 0.5) / 4), in the red channel only
+    wave = torch.tensor([math.cos(math.pi * (j + 0.5) / 4) for j in range(4)]).repeat(4, 1)  # (4, 4): rows equal
+    patch = torch.zeros(1, 3, 4, 4)
+    patch[0, 0] = wave
+    c = ae.encode(patch).latent_dist.mode()[0, :, 0, 0]  # (48,)
+    expected = torch.zeros(48)
+    expected[1] = math.sqrt(8)  # (row freq 0, col freq 1) = index 0 * 4 + 1; its energy: 4 rows × Σ_j cos² = 4 × 2
+    torch.testing.assert_close(c, expected, atol=1e-5, rtol=0)
+    ae.save_pretrained(tmp_path / "vae")
+    again = load_vae_folder(tmp_path / "vae")
+    torch.testing.assert_close(again.encode(x).latent_dist.mode(), z)
+    with pytest.raises(ValueError, match="vae.transform: 'haar' is not one of none, dct"):
+        PixelUnshuffleAutoencoder(transform="haar")
+
+
 def test_unet_channels_must_match_the_autoencoder(pixel_config):
     """Catches: a UNet predicting 4 channels on a 48-channel latent being built (it fails later, deep in a conv)."""
     from dataclasses import replace

@@ -26,6 +26,16 @@ from igr.errors import IGRError, WeightsError
 from igr.weights_io import load_diffusers_model
 
 PIXEL_UNSHUFFLE = "pixel_unshuffle"
+PATCH_TRANSFORMS = ("none", "dct")
+
+
+def dct_matrix(n: int) -> torch.Tensor:
+    """(n, n) orthonormal DCT-II: row k is the k-th cosine basis vector, so ``D @ x`` are the coefficients of x and
+    ``D.T @ c`` inverts them."""
+    i = torch.arange(n, dtype=torch.float64)
+    d = torch.cos(torch.pi * (i[None, :] + 0.5) * i[:, None] / n) * (2.0 / n) ** 0.5
+    d[0] /= 2.0**0.5
+    return d
 
 
 class _ExactLatent:
@@ -66,11 +76,14 @@ class PixelUnshuffleAutoencoder(ModelMixin, ConfigMixin):
         latents_mean: list[float] | None = None,
         latents_std: list[float] | None = None,
         scaling_factor: float = 1.0,
+        transform: str = "none",
     ) -> None:
         super().__init__()
         expected = in_channels * patch_size**2
         if autoencoder != PIXEL_UNSHUFFLE:
             raise ValueError(f"vae.autoencoder: '{autoencoder}' is not '{PIXEL_UNSHUFFLE}'")
+        if transform not in PATCH_TRANSFORMS:
+            raise ValueError(f"vae.transform: '{transform}' is not one of {', '.join(PATCH_TRANSFORMS)}")
         if latent_channels not in (None, expected):
             raise ValueError(
                 f"vae.latent_channels: {latent_channels}, but patch {patch_size} of {in_channels} channels "
@@ -79,15 +92,28 @@ class PixelUnshuffleAutoencoder(ModelMixin, ConfigMixin):
         self.register_to_config(latent_channels=expected)
         # a parameter-free module still needs a dtype/device for ModelMixin: one empty buffer carries them
         self.register_buffer("_anchor", torch.zeros(0), persistent=False)
+        # (p², p²) basis over a patch's pixels in pixel_unshuffle's order (row-major): the 2-D DCT is the Kronecker
+        # product of the 1-D one along rows and columns. A fixed function of the config, so not saved.
+        d = dct_matrix(patch_size)
+        self.register_buffer("_basis", torch.kron(d, d).float(), persistent=False)
 
+    def _mix(self, z: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+        """Apply ``basis`` to each colour channel's p² patch values: (B, C·p², h, w) → same shape."""
+        b, _, h, w = z.shape
+        c = self.config.in_channels
+        z = z.reshape(b, c, -1, h, w)  # pixel_unshuffle puts a colour channel's p² values next to each other
+        return torch.einsum("qk,bckhw->bcqhw", basis.to(z), z).reshape(b, -1, h, w)
     @property
     def downsampling_factor(self) -> int:
         return int(self.config.patch_size)
 
     def encode(self, x: torch.Tensor, return_dict: bool = True) -> _Encoded:
-        return _Encoded(F.pixel_unshuffle(x, self.config.patch_size))
+        z = F.pixel_unshuffle(x, self.config.patch_size)  # (B, C·p², H/p, W/p)
+        return _Encoded(self._mix(z, self._basis) if self.config.transform == "dct" else z)
 
     def decode(self, z: torch.Tensor, return_dict: bool = True) -> _Decoded:
+        if self.config.transform == "dct":
+            z = self._mix(z, self._basis.T)
         return _Decoded(F.pixel_shuffle(z, self.config.patch_size))
 
 
