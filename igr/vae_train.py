@@ -94,7 +94,7 @@ def _fit_and_save(vae, data, garments, gen, out, steps, batch_size, lr, kl_weigh
     if steps:
         opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
         sched = warmup_cosine(opt, steps)
-    losses = [float("nan")]
+    losses: list[float] = []
     with step_progress("tiny VAE", "l1", disable=steps == 0) as progress:
         task = progress.add_task("vae", total=steps, l1=float("nan"))
         for _ in range(steps):
@@ -111,7 +111,7 @@ def _fit_and_save(vae, data, garments, gen, out, steps, batch_size, lr, kl_weigh
             opt.step()
             sched.step()
             losses.append(l1.item())
-            progress.update(task, advance=1, l1=float(np.mean(losses[-20:])))
+            progress.update(task, advance=1, l1=float(np.mean(losses[-20:])))  # never empty here
     vae.eval()
     with torch.no_grad():
         # statistics of the diffusion *targets*: garment latents
@@ -131,7 +131,8 @@ def _fit_and_save(vae, data, garments, gen, out, steps, batch_size, lr, kl_weigh
     return {
         "steps": steps,
         "images": len(data),
-        "final_l1": float(np.mean(losses[-20:])),
+        # mean of the last 20 steps' L1 (fewer in a shorter run); None when nothing was trained (no NaN in the JSON)
+        "final_l1": float(np.mean(losses[-20:])) if losses else None,
         "reconstruction_l1": rec_l1,
         "latents_mean": [round(v, 4) for v in mean.tolist()],
         "latents_std": [round(v, 4) for v in std.tolist()],
