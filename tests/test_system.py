@@ -211,18 +211,19 @@ def test_the_dropped_branch_sees_empty_prompt_zero_image_embedding_and_zero_garm
     assert torch.equal(out.image_embeds[1], torch.zeros(7))
 
 
-def test_training_drops_every_condition_of_a_sample_together(batch, monkeypatch):
-    """What GarmNet and the denoiser receive in diffusion_loss when the draw drops sample 1 and keeps sample 0.
-    Catches: the drop mask not reaching the model, or any one condition (text, IP embedding, GarmNet person
-    latent or mask) left in place for a dropped sample."""
+def _model_inputs_under(system, batch, monkeypatch, keep, keep_image=None):
+    """Run diffusion_loss with the draw's drop masks replaced by ``keep`` / ``keep_image``; return the positional
+    inputs GarmNet (person latent, mask, text) and the denoiser (z_t, t, text, image embeds, feats) received."""
     from igr.system import Draws
 
-    torch.manual_seed(0)
-    system = IGRSystem().eval()
-    m = system.model
     draw = system.draw
-    monkeypatch.setattr(system, "draw", lambda *a, **k: Draws(torch.tensor([True, False]), *list(vars(draw(*a, **k)).values())[1:]))
-    seen = {}
+
+    def draws(*a, **k):
+        d = draw(*a, **k)
+        return Draws(keep, d.noise, d.t, keep_image)
+
+    monkeypatch.setattr(system, "draw", draws)
+    m, seen = system.model, {}
     hooks = [
         m.garmnet.register_forward_pre_hook(lambda mod, args: seen.setdefault("garmnet", args)),
         m.denoiser.register_forward_pre_hook(lambda mod, args: seen.setdefault("denoiser", args)),
@@ -232,8 +233,19 @@ def test_training_drops_every_condition_of_a_sample_together(batch, monkeypatch)
     finally:
         for h in hooks:
             h.remove()
-    person_latent, mask, g_text = seen["garmnet"]
-    _, _, d_text, image_embeds, feats = seen["denoiser"]
+    return seen["garmnet"], seen["denoiser"]
+
+
+def test_training_drops_every_condition_of_a_sample_together(batch, monkeypatch):
+    """What GarmNet and the denoiser receive in diffusion_loss when the draw drops sample 1 and keeps sample 0.
+    Catches: the drop mask not reaching the model, or any one condition (text, IP embedding, GarmNet person
+    latent or mask) left in place for a dropped sample."""
+    torch.manual_seed(0)
+    system = IGRSystem().eval()
+    m = system.model
+    (person_latent, mask, g_text), (_, _, d_text, image_embeds, feats) = _model_inputs_under(
+        system, batch, monkeypatch, torch.tensor([True, False])
+    )
     empty = m.prompts.embeddings[-1]
     prompt0 = m.prompts.embeddings[m.prompts.categories.index(batch["category"][0])]
     # sample 1: everything dropped
@@ -268,30 +280,12 @@ def test_image_drop_probability_and_an_unchanged_stream_without_it():
 def test_image_drop_zeroes_the_image_embedding_alone(batch, monkeypatch):
     """A sample whose image embedding is dropped keeps its prompt and GarmNet's person latent and mask.
     Catches: keep_image not reaching the model, dropping the wrong sample, or dropping the other conditions too."""
-    from igr.system import Draws
-
     torch.manual_seed(0)
     system = IGRSystem().eval()
     m = system.model
-    draw = system.draw
-
-    def draws(*a, **k):
-        d = draw(*a, **k)
-        return Draws(torch.tensor([True, True]), d.noise, d.t, torch.tensor([False, True]))
-
-    monkeypatch.setattr(system, "draw", draws)
-    seen = {}
-    hooks = [
-        m.garmnet.register_forward_pre_hook(lambda mod, args: seen.setdefault("garmnet", args)),
-        m.denoiser.register_forward_pre_hook(lambda mod, args: seen.setdefault("denoiser", args)),
-    ]
-    try:
-        system.diffusion_loss(batch, generator=torch.Generator().manual_seed(0))
-    finally:
-        for h in hooks:
-            h.remove()
-    person_latent, mask, g_text = seen["garmnet"]
-    _, _, d_text, image_embeds, _ = seen["denoiser"]
+    (person_latent, mask, g_text), (_, _, d_text, image_embeds, _) = _model_inputs_under(
+        system, batch, monkeypatch, torch.tensor([True, True]), torch.tensor([False, True])
+    )
     assert torch.equal(image_embeds[0], torch.zeros_like(image_embeds[0]))  # sample 0: image embedding dropped
     assert image_embeds[1].abs().sum() > 0
     for i in (0, 1):  # both keep the prompt and GarmNet's inputs
