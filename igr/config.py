@@ -38,7 +38,7 @@ class DiffusionConfig:
     condition_drop: float = _paper("diffusion", "condition_drop")
     # Of the samples that keep their conditions, the share whose IP-Adapter image embedding alone is zeroed (the
     # prompt and GarmNet's input stay), as IP-Adapter trains with image and text dropped independently. 0 = the
-    # paper's joint drop only. The tiny world uses it so that the embedding is not the only route to the garment.
+    # paper's joint drop only. (In the tiny world it did not make the model use GarmNet: docs/tiny-world.md, round 8.)
     image_drop: float = _paper("diffusion", "image_drop")
     garmnet_timestep: int = _paper("garmnet_timestep")
     # SD1.5's parameterisation (the paper fine-tunes SD1.5, so it keeps it). The tiny world trains from scratch

@@ -103,6 +103,7 @@ class PixelUnshuffleAutoencoder(ModelMixin, ConfigMixin):
         c = self.config.in_channels
         z = z.reshape(b, c, -1, h, w)  # pixel_unshuffle puts a colour channel's p² values next to each other
         return torch.einsum("qk,bckhw->bcqhw", basis.to(z), z).reshape(b, -1, h, w)
+
     @property
     def downsampling_factor(self) -> int:
         return int(self.config.patch_size)
