@@ -107,6 +107,8 @@ class Runner:
         """Run independent stages side by side (one core each, see :func:`stage_env`). The first shows its output
         here; each other one writes to ``logs/<stage>.log``, named when it starts. Every stage is waited for before a
         failure is raised, so none is left running."""
+        if len(stages) > 1 and logs is None:  # checked before any stage starts, not at the second one
+            raise ValueError("Runner.parallel: side-by-side stages need a logs folder")
         procs = []
         for i, (stage, cmd) in enumerate(stages):
             log = None
