@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "igr.commands.train_base",
         "pre-train the tiny world's base UNet (the SD1.5 analogue GarmNet and the denoiser start from) (demo)",
     ),
+    "train-classifier": (
+        "igr.commands.train_classifier",
+        "train the tiny world's garment classifier (kind/colour/pattern, fd_tiny) for igr eval --classifier (demo)",
+    ),
     "export": ("igr.commands.export", "write a pipeline folder (safetensors + config) from a checkpoint"),
     "make-shards": (
         "igr.data.commands.make_shards",

@@ -61,7 +61,7 @@ def _score_tiny(tiny: dict, rows: dict, protocol: dict, resamples: int, seed: in
         row.intervals = ci
     tiny["protocol"] = {
         "num_pairs": int(len(gt)),
-        "num_train_garments": tiny["num_train"],
+        **tiny["source"],
         "bootstrap_resamples": resamples,
         "distance_resamples": min(resamples, tiny_metrics.DISTANCE_RESAMPLES),
         "bootstrap_seed": seed,
@@ -155,6 +155,69 @@ def _count(shards: str, limit: int | None) -> int | None:
     return min(total, limit) if limit else total
 
 
+def _restore_batch(model, sampling, b: dict, *, seed: int, steps, guidance, sampler, device: str) -> torch.Tensor:
+    """One batch of restorations, uint8 (B,3,H,W); noise per image from its key, so a row is the same wherever and
+    in whatever batches it is sampled (igr.sampling.image_generators)."""
+    from igr.sampling import image_generators
+
+    pred = model.restore(
+        b["person"].to(device),
+        b["mask"].to(device),
+        b["category"],
+        num_inference_steps=steps or sampling.steps,
+        guidance_scale=sampling.guidance_scale if guidance is None else guidance,
+        generator=image_generators(seed, b["key"]),
+        sampler=sampler or sampling.sampler,
+    )
+    return _to_uint8(pred)
+
+
+_PROGRESS = None  # a worker's queue of (row index, samples done), set by _worker_init
+
+
+def _worker_init(progress_queue) -> None:
+    global _PROGRESS
+    _PROGRESS = progress_queue
+
+
+def _sample_row(index: int, path: str, guidance, shards: str, size, batch_size: int, limit, paired: bool,
+                kwargs: dict):
+    """A worker process's row: load the pipeline, restore every test pair; (predictions per batch, seconds)."""
+    from igr.export import load_pipeline
+
+    model, sampling = load_pipeline(path)
+    start, preds = time.perf_counter(), []
+    for b in shard_batches(shards, size, batch_size, limit, paired):
+        preds.append(_restore_batch(model, sampling, b, guidance=guidance, **kwargs))
+        _PROGRESS.put((index, len(b["key"])))
+    return preds, time.perf_counter() - start
+
+
+def _sample_in_workers(rows: list[tuple[str, str, float | None]], jobs: int, columns, **kw) -> dict[str, tuple]:
+    """Restore the test set with each (row name, pipeline folder, guidance) in ``jobs`` CPU processes (the
+    caller's thread settings), one progress bar per row; {row name: (predictions per batch, seconds)}. Every
+    prediction is held in memory until scored: meant for small models and test sets (the tiny world)."""
+    import multiprocessing as mp
+    import queue
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
+    progress_queue = ctx.Queue()
+    total = _count(kw["shards"], kw["limit"])
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(progress_queue,)) as pool, \
+            Progress(*columns) as progress:
+        tasks = [progress.add_task(f"{name} (worker)", total=total) for name, _, _ in rows]
+        futures = [pool.submit(_sample_row, i, path, g, **kw) for i, (_, path, g) in enumerate(rows)]
+        while True:
+            try:  # the last counts may arrive just after their row's result
+                i, n = progress_queue.get(timeout=0.2 if not all(f.done() for f in futures) else 0.5)
+                progress.advance(tasks[i], n)
+            except queue.Empty:
+                if all(f.done() for f in futures):
+                    break
+        return {name: f.result() for (name, _, _), f in zip(rows, futures)}
+
+
 def evaluate(
     models: list[tuple[str, str]],
     shards: str | None,
@@ -171,17 +234,18 @@ def evaluate(
     reconstruction: bool = False,
     bootstrap_resamples: int = 200,
     classifier_steps: int = 600,
+    classifier: str | None = None,
     limit: int | None = None,
     batch_size: int = 8,
     seed: int = 0,
     device: str = "cpu",
+    workers: int = 1,
     grid_images: int = 8,
     overwrite: bool = False,
 ) -> dict:
     from igr.export import load_pipeline
     from igr.metrics import MetricsConfig, MetricSuite
     from igr.metrics.report import ReportRow, save_labelled_grid, write_report
-    from igr.sampling import image_generators
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -196,8 +260,12 @@ def evaluate(
         raise IGRError(f"--baseline {unknown[0]}: not one of {', '.join(BASELINES)}")
     if "category-mean" in baselines and not train_shards:
         raise IGRError("--baseline category-mean needs --train-shards (the training garments to average)")
-    if (train_shards or reconstruction) and not shards:
-        raise IGRError("--train-shards / --reconstruction score the paired test: give --shards")
+    if (train_shards or classifier or reconstruction) and not shards:
+        raise IGRError("--train-shards / --classifier / --reconstruction score the paired test: give --shards")
+    if workers < 1:
+        raise IGRError(f"--jobs {workers}: must be ≥ 1")
+    if workers > 1 and device != "cpu":
+        raise IGRError(f"--jobs {workers} restores in CPU processes; with --device {device} use --jobs 1")
     if reconstruction and not models:
         raise IGRError("--reconstruction needs a --model (its autoencoder reconstructs the ground truth)")
     loaded = []
@@ -222,18 +290,32 @@ def evaluate(
     grid_person: list[torch.Tensor] = []
     grid_gt: list[torch.Tensor] = []
     tiny = None  # tiny-world classifier metrics (kind/colour/pattern accuracy, fd_tiny, kd_tiny), DESIGN.md §7
-    if train_shards:
+    if train_shards or classifier:
         from igr.metrics import tiny as tiny_metrics
 
-        train_set = tiny_metrics.load_garments(train_shards, size)
+        train_set = None
+        if train_shards and (classifier is None or "category-mean" in baselines):
+            train_set = tiny_metrics.load_garments(train_shards, size)
+        if classifier:
+            clf, info = tiny_metrics.load_classifier(classifier)
+            if tuple(info.get("size") or ()) != tuple(size):
+                raise IGRError(f"{classifier}: the classifier was trained on {info.get('size')} garments; this "
+                               f"evaluation scores {list(size)} (train one at that size with igr train-classifier)")
+            source = {"classifier_file": str(classifier), "num_train_garments": info.get("num_train"),
+                      "classifier_steps": info.get("steps")}
+        else:
+            clf = tiny_metrics.train_classifier(train_set, steps=classifier_steps, seed=seed)
+            source = {"num_train_garments": len(train_set.images), "classifier_steps": classifier_steps}
         tiny = {
-            "classifier": tiny_metrics.train_classifier(train_set, steps=classifier_steps, seed=seed),
-            "means": tiny_metrics.category_mean_garments(train_set),
-            "num_train": len(train_set.images),
+            "classifier": clf,
+            "means": None if train_set is None else tiny_metrics.category_mean_garments(train_set),
+            "source": source,
             "preds": {},
             "gt": [],
             "labels": {a: [] for a in tiny_metrics.ATTRIBUTES},
         }
+
+    sample_kw = {"seed": seed, "steps": steps, "sampler": sampler, "device": device}
 
     def run_test(label: str, test_shards: str, paired: bool, real_id: str) -> None:
         total = _count(test_shards, limit)
@@ -257,8 +339,18 @@ def evaluate(
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         ]
+        def row_label(row_name: str, g: float | None) -> str:
+            return f"{row_name} (s={g:g})" if g is not None and len(guidance) > 1 else row_name
+
+        sampled: dict[str, tuple] = {}  # row → (predictions per batch, seconds), restored by worker processes
+        if workers > 1:
+            paths = dict(models)
+            rows_to_sample = [(row_label(n, g), paths[n], g) for n, spec, g in jobs if isinstance(spec, tuple)]
+            sampled = _sample_in_workers(rows_to_sample, workers, columns, shards=test_shards, size=size,
+                                         batch_size=batch_size, limit=limit, paired=paired, kwargs=sample_kw)
         for j, (row_name, spec, g) in enumerate(jobs):
-            name = f"{row_name} (s={g:g})" if g is not None and len(guidance) > 1 else row_name
+            name = row_label(row_name, g)
+            ready = iter(sampled[name][0]) if name in sampled else None
             suite = MetricSuite(
                 mcfg, real="gt" if paired else "separate", real_id=real_id, device=device, backbones=backbones
             )
@@ -271,22 +363,13 @@ def evaluate(
                 task = progress.add_task(name, total=total)
                 for b in shard_batches(test_shards, size, batch_size, limit, paired):
                     if spec is None:
-                        pred = masked_crop_baseline(b["person"], b["mask"], size)
+                        pred8 = _to_uint8(masked_crop_baseline(b["person"], b["mask"], size))
                     elif callable(spec):
-                        pred = spec(b)
+                        pred8 = _to_uint8(spec(b))
+                    elif ready is not None:
+                        pred8 = next(ready)
                     else:
-                        model, sampling = spec
-                        gen = image_generators(seed, b["key"])  # per image, by key (igr.sampling)
-                        pred = model.restore(
-                            b["person"].to(device),
-                            b["mask"].to(device),
-                            b["category"],
-                            num_inference_steps=steps or sampling.steps,
-                            guidance_scale=sampling.guidance_scale if g is None else g,
-                            generator=gen,
-                            sampler=sampler or sampling.sampler,
-                        )
-                    pred8 = _to_uint8(pred)
+                        pred8 = _restore_batch(*spec, b, guidance=g, **sample_kw)
                     suite.update(pred8, b.get("garment_uint8") if paired else None, keys=b["key"])
                     if tiny is not None and paired:
                         tiny["preds"].setdefault(name, []).append(pred8)
@@ -304,7 +387,7 @@ def evaluate(
                             grid_gt.extend(b["garment_uint8"][:k])
                             grid_person.extend(_person_tiles(b["person"][:k], b["mask"][:k]))
                     progress.advance(task, len(b["key"]))
-            timings[f"{label}: {name}"] = time.perf_counter() - start
+            timings[f"{label}: {name}"] = time.perf_counter() - start + (sampled[name][1] if name in sampled else 0)
             if suite.num_samples() == 0:
                 raise IGRError(f"{test_shards}: no usable samples to evaluate")
             values = suite.compute()

@@ -73,3 +73,65 @@ def test_bad_arguments_fail_before_work(setup, tmp_path):
     with pytest.raises(IGRError, match="already exists and is not empty"):
         evaluate([("tiny", str(pipe))], str(shards), tmp_path / "e3")
     assert (tmp_path / "e3" / "report.md").read_text() == "keep me"
+
+
+@pytest.fixture
+def train_shards(tmp_path):
+    assert main(["make-shards", "synthetic", "--out", str(tmp_path / "train"), "--split", "train", "--num", "24",
+                 "--size", "64x48", "--seed", "0"]) == 0
+    return tmp_path / "train" / "train.json"
+
+
+def test_a_saved_classifier_scores_as_one_trained_in_the_evaluation(setup, train_shards, tmp_path):
+    """Catches: `--classifier` ignored (a classifier of other steps trained instead) or loaded without its
+    weights or batch-norm statistics; a classifier trained at another size accepted."""
+    pipe, shards = setup
+    clf = tmp_path / "clf.safetensors"
+    assert main(["train-classifier", "--shards", str(train_shards), "--out", str(clf), "--steps", "40"]) == 0
+    kw = {"steps": 2, "batch_size": 2, "bootstrap_resamples": 5}
+    here = evaluate([("tiny", str(pipe))], str(shards), tmp_path / "e1", train_shards=str(train_shards),
+                    classifier_steps=40, **kw)["rows"]["tiny"]["paired"]
+    saved = evaluate([("tiny", str(pipe))], str(shards), tmp_path / "e2", classifier=str(clf), **kw)
+    saved = saved["rows"]["tiny"]["paired"]
+    assert {k: here[k] for k in ("kind_acc", "colour_acc", "fd_tiny", "kd_tiny")} == \
+        {k: saved[k] for k in ("kind_acc", "colour_acc", "fd_tiny", "kd_tiny")}
+    protocol = json.loads((tmp_path / "e2" / "metrics.json").read_text())["tiny_protocol"]
+    assert protocol["classifier_file"] == str(clf) and protocol["classifier_steps"] == 40
+    assert main(["train-classifier", "--shards", str(train_shards), "--out", str(clf), "--steps", "2",
+                 "--size", "32x24", "--overwrite"]) == 0
+    with pytest.raises(IGRError, match=r"clf.safetensors: the classifier was trained on \[32, 24\] garments"):
+        evaluate([("tiny", str(pipe))], str(shards), tmp_path / "e3", classifier=str(clf), **kw)
+
+
+def test_a_file_that_is_not_a_classifier_is_refused_by_name(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from igr.metrics.tiny import load_classifier
+
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(other))
+    with pytest.raises(IGRError, match="other.safetensors: not a tiny-world classifier file"):
+        load_classifier(other)
+    with pytest.raises(IGRError, match="missing.safetensors: tiny-world classifier not found"):
+        load_classifier(tmp_path / "missing.safetensors")
+    (tmp_path / "keep.safetensors").write_text("keep me")
+    assert main(["train-classifier", "--shards", str(tmp_path / "none.json"),
+                 "--out", str(tmp_path / "keep.safetensors")]) != 0  # the one-line error: igr.cli
+    assert (tmp_path / "keep.safetensors").read_text() == "keep me"
+
+
+def test_rows_restored_in_worker_processes_score_as_in_this_one(setup, tmp_path):
+    """Catches: a worker's row restored with other noise, steps or guidance, or its batches scored out of order."""
+    pipe, shards = setup
+    kw = {"steps": 2, "batch_size": 2, "baselines": ["masked-crop"]}
+    one = evaluate([("a", str(pipe)), ("b", str(pipe))], str(shards), tmp_path / "e1", guidance=[1.0, 2.0], **kw)
+    two = evaluate([("a", str(pipe)), ("b", str(pipe))], str(shards), tmp_path / "e2", guidance=[1.0, 2.0],
+                   workers=2, **kw)
+    assert one["rows"] == two["rows"] and len(one["rows"]) == 5
+    assert one["rows"]["a (s=1)"]["paired"]["ssim"] != one["rows"]["a (s=2)"]["paired"]["ssim"]
+    from PIL import Image
+
+    assert (Image.open(tmp_path / "e1" / "samples.png").tobytes() == Image.open(tmp_path / "e2" / "samples.png").tobytes())
+    with pytest.raises(IGRError, match="--jobs 0: must be ≥ 1"):
+        evaluate([("a", str(pipe))], str(shards), tmp_path / "e3", workers=0)

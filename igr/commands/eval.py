@@ -45,10 +45,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the tiny-world intervals")
     parser.add_argument("--classifier-steps", type=int, default=600, help="training steps of the tiny-world classifier")
+    parser.add_argument(
+        "--classifier",
+        help="a tiny-world classifier saved by igr train-classifier: scored with it instead of training one here "
+        "(the same network for every evaluation; --train-shards is then needed only for the category-mean baseline)",
+    )
     parser.add_argument("--limit", type=int, help="evaluate only the first N samples")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--jobs", type=int, default=1,
+        help="CPU processes that restore the model rows side by side (each with the thread settings of this one, "
+        "e.g. OMP_NUM_THREADS=1); every prediction is held in memory until scored, so this is for small models",
+    )
     parser.add_argument("--out", default="outputs/eval", help="report folder")
     parser.add_argument("--overwrite", action="store_true")
 
@@ -78,10 +88,12 @@ def run(args: argparse.Namespace) -> int:
         reconstruction=args.reconstruction,
         bootstrap_resamples=args.bootstrap,
         classifier_steps=args.classifier_steps,
+        classifier=args.classifier,
         limit=args.limit,
         batch_size=args.batch_size,
         seed=args.seed,
         device=args.device,
+        workers=args.jobs,
         overwrite=args.overwrite,
     )
     print(json.dumps(result["paths"]))

@@ -132,8 +132,10 @@ def tiny_table(rows: Sequence[ReportRow]) -> list[str]:
 
 def tiny_protocol_lines(p: Mapping[str, Any]) -> list[str]:
     return [
-        f"- Tiny-world classifier: a 4-block CNN trained for seconds on the {p.get('num_train_garments')} training "
-        "garments, one head each for garment kind, colour family (of the dominant colour) and pattern, labels from "
+        f"- Tiny-world classifier: a 4-block CNN trained for {p.get('classifier_steps')} steps on the "
+        f"{p.get('num_train_garments')} training garments"
+        + (f" (`igr train-classifier`, loaded from {p['classifier_file']})" if p.get("classifier_file") else "")
+        + ", one head each for garment kind, colour family (of the dominant colour) and pattern, labels from "
         "the generator's meta.json. kind/colour/pattern: share of restored garments classified as the ground "
         "truth's class; the 'ground truth (classifier ceiling)' row is the classifier on the ground-truth garments.",
         "- fd_tiny / kd_tiny: Fréchet distance and kernel distance (KID's unbiased cubic-kernel estimator, raw, "

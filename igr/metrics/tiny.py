@@ -15,9 +15,11 @@ Every score also gets a bootstrap 95 % interval over test pairs (:func:`bootstra
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -134,20 +136,70 @@ def train_classifier(
     model = GarmentClassifier({a: len(c) for a, c in _classes().items()})
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
+    from igr.vae_train import step_progress
+
     start = time.perf_counter()
     model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(train.images), (batch_size,), generator=gen)
-        logits = model(_augment(train.images[idx], gen))
-        loss = sum(F.cross_entropy(logits[a], train.labels[a][idx]) for a in ATTRIBUTES)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+    with step_progress("tiny-world classifier", "loss", disable=log is None) as progress:
+        task = progress.add_task("classifier", total=steps, loss=float("nan"))
+        for _ in range(steps):
+            idx = torch.randint(0, len(train.images), (batch_size,), generator=gen)
+            logits = model(_augment(train.images[idx], gen))
+            loss = sum(F.cross_entropy(logits[a], train.labels[a][idx]) for a in ATTRIBUTES)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            progress.update(task, advance=1, loss=loss.item())
     if log:
         log(f"tiny-world classifier: {steps} steps on {len(train.images)} garments in "
             f"{time.perf_counter() - start:.0f} s")
     return model.eval()
+
+
+CLASSIFIER_FORMAT = "igr-tiny-classifier/1"
+
+
+def save_classifier(model: GarmentClassifier, path: str | Path, info: Mapping[str, object]) -> Path:
+    """Write the classifier as ``.safetensors``; its classes and how it was trained (``info``: image size,
+    training shards, steps, seed) go in the metadata, so an evaluation can check that it fits its test set."""
+    from safetensors.torch import save
+
+    from igr.atomic import atomic_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise IGRError(f"{path}: the tiny-world classifier is written as a .safetensors file")
+    meta = {"format": CLASSIFIER_FORMAT, "classes": json.dumps(_classes()), "info": json.dumps(dict(info))}
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_file(path) as f:
+        f.write(save(state, metadata=meta))
+    return path
+
+
+def load_classifier(path: str | Path) -> tuple[GarmentClassifier, dict]:
+    """The classifier :func:`save_classifier` wrote and its ``info``; a file of another format, or one trained on
+    classes the synthetic generator no longer draws, is refused with the reason."""
+    from safetensors import safe_open
+
+    from igr.weights_io import check_readable, load_into, read_state_dict
+
+    path = check_readable(path, "tiny-world classifier")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:
+        raise IGRError(f"{path}: not a tiny-world classifier file ({exc.__class__.__name__})") from exc
+    if meta.get("format") != CLASSIFIER_FORMAT:
+        raise IGRError(f"{path}: not a tiny-world classifier file (format {meta.get('format')!r}, expected "
+                       f"{CLASSIFIER_FORMAT!r}; write one with `igr train-classifier`)")
+    classes = {a: tuple(v) for a, v in json.loads(meta["classes"]).items()}
+    if classes != _classes():
+        raise IGRError(f"{path}: trained on other garment classes than the synthetic generator draws now "
+                       "(retrain it with `igr train-classifier`)")
+    model = GarmentClassifier({a: len(c) for a, c in classes.items()})
+    load_into(model, read_state_dict(path), path)
+    return model.eval(), json.loads(meta["info"])
 
 
 @torch.no_grad()
