@@ -36,7 +36,12 @@ class Profile:
     coarse_steps: int = 1200
     finetune_steps: int = 200
     eval_steps: int = 25
-    batch_size: int = 8
+    batch_size: int = 8  # in all: each of the `ranks` DDP processes trains on batch_size / ranks
+    # The coarse and fine-tune stages as `ranks` DDP processes (gloo, one thread each), which is also the multi-rank
+    # path users train with. Measured on the 2-core VM (docs/tiny-world.md, round 9): one step of batch 8 takes 0.34 s
+    # in one process and 0.25 s as two ranks of 4; the per-step overhead of this tiny model does not halve. 1 where
+    # stages already run side by side (demo-long's variants).
+    ranks: int = 1
     ablations: bool = False  # Table 2: w/o GarmNet (trained with the same budget) and w/o HQFT (the coarse model)
     classifier_steps: int = 600
     bootstrap: int = 200
@@ -55,14 +60,18 @@ class Profile:
     keep_fraction: float | None = None
     limit: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.ranks < 1 or self.batch_size % self.ranks:
+            raise ValueError(f"Profile: batch_size {self.batch_size} must split evenly over {self.ranks} ranks")
+
 
 PROFILES = {
     # CI-sized: every stage runs (the ablations with `ablations=True`), in about a minute.
     "quick": Profile(
         train=64, val=8, test=8, coarse_steps=6, finetune_steps=4, eval_steps=2, batch_size=4,
-        classifier_steps=5, bootstrap=5, clip_steps=3, base_steps=3,
+        classifier_steps=5, bootstrap=5, clip_steps=3, base_steps=3, ranks=2,
     ),
-    "default": Profile(),  # `make demo`: the goal is <= 15 minutes on 2 cores (measured: README)
+    "default": Profile(ranks=2),  # `make demo`: the goal is <= 15 minutes on 2 cores (measured: README)
     # `make demo-long`: the full model and the w/o-GarmNet ablation, 2,500 + 500 steps each, side by side
     "long": Profile(train=6000, coarse_steps=2500, finetune_steps=500, ablations=True),
 }
@@ -103,37 +112,47 @@ class Runner:
     def __call__(self, stage: str, cmd: list[str]) -> None:
         self.parallel([(stage, cmd)])
 
-    def parallel(self, stages: list[tuple[str, list[str]]], logs: Path | None = None) -> None:
-        """Run independent stages side by side (one core each, see :func:`stage_env`). The first shows its output
-        here; each other one writes to ``logs/<stage>.log``, named when it starts. Every stage is waited for before a
-        failure is raised, so none is left running."""
-        if len(stages) > 1 and logs is None:  # checked before any stage starts, not at the second one
+    def parallel(self, lanes: list, logs: Path | None = None) -> None:
+        """Run independent lanes side by side (one core each, see :func:`stage_env`); a lane is one
+        ``(stage, command)`` or a list of them, run one after another. The first lane shows its output here; every
+        other stage writes to ``logs/<stage>.log``, named when it starts. After a failure no further stage starts,
+        and every running one is waited for before the failure is raised, so none is left running."""
+        lanes = [[lane] if isinstance(lane, tuple) else list(lane) for lane in lanes]
+        if len(lanes) > 1 and logs is None:  # checked before any stage starts, not at the second one
             raise ValueError("Runner.parallel: side-by-side stages need a logs folder")
-        procs = []
-        for i, (stage, cmd) in enumerate(stages):
+        done: list[list[dict]] = [[] for _ in lanes]  # per lane, the ended stages in order
+        running: dict[int, tuple] = {}  # lane → (stage, cmd, log file, start, process)
+
+        def start(lane: int) -> None:
+            stage, cmd = lanes[lane][len(done[lane])]
             log = None
-            if i:
+            if lane:
                 logs.mkdir(parents=True, exist_ok=True)
                 log = logs / (re.sub(r"[^a-z0-9]+", "-", stage.lower()).strip("-") + ".log")
             print(f"\n▶ [{stage}] {_shown(cmd)}" + (f"  (side by side, output in {log})" if log else ""), flush=True)
             out = open(log, "w") if log else None  # noqa: SIM115 (closed once the process has ended)
             proc = subprocess.Popen(cmd, env=stage_env(), stdout=out, stderr=subprocess.STDOUT if out else None)
-            procs.append((stage, cmd, out, time.perf_counter(), proc))
-        ended: dict[int, tuple[int, float]] = {}  # index → (exit code, seconds), timed when each one ends
-        while len(ended) < len(procs):
-            for i, (_, _, out, start, proc) in enumerate(procs):
-                if i not in ended and proc.poll() is not None:
-                    ended[i] = (proc.returncode, time.perf_counter() - start)
-                    if out:
-                        out.close()
-            if len(ended) < len(procs):
+            running[lane] = (stage, cmd, out, time.perf_counter(), proc)
+
+        for lane in range(len(lanes)):
+            start(lane)
+        failed: list[str] = []
+        while running:
+            for lane, (stage, cmd, out, t0, proc) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[lane]  # timed when it ends, not when the lanes before it do
+                done[lane].append({"stage": stage, "command": _shown(cmd), "seconds": round(time.perf_counter() - t0, 1),
+                                   "rc": proc.returncode})
+                if out:
+                    out.close()
+                if proc.returncode != 0:
+                    failed.append(f"demo stage '{stage}' failed (exit {proc.returncode}): {_shown(cmd)}")
+                elif not failed and len(done[lane]) < len(lanes[lane]):
+                    start(lane)
+            if running:
                 time.sleep(0.05)
-        failed = []
-        for i, (stage, cmd, *_) in enumerate(procs):
-            rc, seconds = ended[i]
-            self.log.append({"stage": stage, "command": _shown(cmd), "seconds": round(seconds, 1), "rc": rc})
-            if rc != 0:
-                failed.append(f"demo stage '{stage}' failed (exit {rc}): {_shown(cmd)}")
+        self.log += [entry for lane in done for entry in lane]
         if failed:
             raise IGRError("; ".join(failed))
 
@@ -159,11 +178,6 @@ def _fit(stage: str, experiment: str, root: Path, data: list[str], steps: int, *
         "fit", "-c", experiment, f"--trainer.default_root_dir={root}", *data, f"--trainer.max_steps={steps}", *extra
     )
     return (stage, cmd), root / "checkpoints" / "last.ckpt"
-
-
-def _export(run: Runner, stage: str, ckpt: Path, out: Path) -> Path:
-    run(stage, _igr("export", str(ckpt), "--out", str(out), "--ema", "--overwrite"))  # the EMA weights
-    return out
 
 
 def run_demo(
@@ -205,8 +219,11 @@ def run_demo(
     )
     # What IGR starts from, pre-trained side by side: the base UNet (SD1.5's stand-in, which GarmNet and the denoiser
     # are copied from) and the frozen image encoder (SD1.5's IP-Adapter reads p_g through a CLIP that already knows
-    # garments; a random tower carries little of that, docs/tiny-world.md round 4).
+    # garments; a random tower carries little of that, docs/tiny-world.md round 4). The base takes longest: the
+    # other lane also trains the tiny-world metrics' classifier and curates the HQFT set, which need only the shards.
     clip, base = out_dir / "clip" / "open_clip.safetensors", out_dir / "base"
+    classifier = out_dir / "classifier.safetensors"
+    keep = "null" if p.keep_fraction is None else str(p.keep_fraction)
     run.parallel(
         [
             ("base UNet (tiny SD1.5)", _igr(
@@ -214,62 +231,69 @@ def run_demo(
                 "--vae-path", str(vae), "--out", str(base), "--steps", str(p.base_steps),
                 "--batch-size", str(p.base_batch_size), "--overwrite",
             )),
-            ("image encoder (tiny CLIP)", _igr(
-                "train-clip", "--shards", str(shard_dir / "train.json"), "-c", "configs/model/tiny_pixel.yaml",
-                "--out", str(clip), "--steps", str(p.clip_steps), "--overwrite",
-            )),
+            [
+                ("image encoder (tiny CLIP)", _igr(
+                    "train-clip", "--shards", str(shard_dir / "train.json"), "-c", "configs/model/tiny_pixel.yaml",
+                    "--out", str(clip), "--steps", str(p.clip_steps), "--overwrite",
+                )),
+                ("tiny-world classifier", _igr(
+                    "train-classifier", "--shards", str(shard_dir / "train.json"), "--out", str(classifier),
+                    "--steps", str(p.classifier_steps), "--overwrite",
+                )),
+                ("HQFT curation", _igr(
+                    "curate", str(shard_dir), "--split", "train", "--out", str(hqft), "--set", f"keep_fraction={keep}",
+                    "--overwrite",
+                )),
+            ],
         ],
         out_dir / "logs",
     )
     frozen = [f"--model.model.sd_path={base}", f"--model.model.vae_path={vae}",
               f"--model.model.image_encoder_path={clip}"]
-    rest = [f"--data.val_shards={shard_dir / 'val.json'}", f"--data.batch_size={p.batch_size}"]
+    rest = [f"--data.val_shards={shard_dir / 'val.json'}", f"--data.batch_size={p.batch_size // p.ranks}"]
+    if p.ranks > 1:
+        rest += ["--trainer.strategy=ddp", f"--trainer.devices={p.ranks}"]
     data = [*frozen, f"--data.train_shards={shard_dir / 'train.json'}", *rest]
-    keep = "null" if p.keep_fraction is None else str(p.keep_fraction)
-    run(
-        "HQFT curation",
-        _igr("curate", str(shard_dir), "--split", "train", "--out", str(hqft), "--set", f"keep_fraction={keep}",
-             "--overwrite"),
-    )
     data_ft = [*frozen, f"--data.train_shards={hqft / 'train.json'}", *rest]
     # Table 2 at the demo's budget: w/o GarmNet trains the same two stages and steps with GarmNet removed (the
-    # denoiser sees the person only through the IP-Adapter), side by side with the full model, one core each.
+    # denoiser sees the person only through the IP-Adapter). Each variant's coarse stage and fine-tune run as one
+    # lane, side by side with the full model's, one core each.
     variants = [("", "", ())]
     if p.ablations:
         variants.append((" w/o GarmNet", "-no-garmnet", ("--model.model.use_garmnet=false",)))
     coarse = [_fit(f"coarse{name}", "configs/experiment/demo.yaml", out_dir / f"coarse{suffix}", data,
                    p.coarse_steps, *extra) for name, suffix, extra in variants]
-    run.parallel([stage for stage, _ in coarse], out_dir / "logs")
     finetune = [_fit(f"fine-tune{name}", "configs/experiment/demo_finetune.yaml", out_dir / f"finetune{suffix}",
                      data_ft, p.finetune_steps, *extra, f"--model.init_from={ckpt}")
                 for (name, suffix, extra), (_, ckpt) in zip(variants, coarse)]
-    run.parallel([stage for stage, _ in finetune], out_dir / "logs")
-    models = [(MODEL_ROW, _export(run, "export", finetune[0][1], out_dir / "pipeline"))]
+    run.parallel([[c, f] for (c, _), (f, _) in zip(coarse, finetune)], out_dir / "logs")
+    exports = [(MODEL_ROW, "export", finetune[0][1], out_dir / "pipeline")]
     if p.ablations:  # w/o HQFT: the coarse model itself, as in the paper
-        models += [(NO_HQFT_ROW, _export(run, "export w/o HQFT", coarse[0][1], out_dir / "pipeline-no-hqft")),
-                   (NO_GARMNET_ROW, _export(run, "export w/o GarmNet", finetune[1][1], out_dir / "pipeline-no-garmnet"))]
-    run(
-        "export init",
-        _igr(
-            "export", "--untrained", "configs/experiment/demo.yaml",  # same model and diffusion settings as trained
-            "--sd-path", str(base), "--vae-path", str(vae), "--image-encoder-path", str(clip), "--seed", "0",
-            "--out", str(out_dir / "init"), "--overwrite",
-        ),
-    )
-    models.append((INIT_ROW, out_dir / "init"))
+        exports += [(NO_HQFT_ROW, "export w/o HQFT", coarse[0][1], out_dir / "pipeline-no-hqft"),
+                    (NO_GARMNET_ROW, "export w/o GarmNet", finetune[1][1], out_dir / "pipeline-no-garmnet")]
+    init = ("export init", _igr(
+        "export", "--untrained", "configs/experiment/demo.yaml",  # same model and diffusion settings as trained
+        "--sd-path", str(base), "--vae-path", str(vae), "--image-encoder-path", str(clip), "--seed", "0",
+        "--out", str(out_dir / "init"), "--overwrite",
+    ))
+    # the EMA weights of each trained stage
+    run.parallel([*[(stage, _igr("export", str(ckpt), "--out", str(folder), "--ema", "--overwrite"))
+                    for _, stage, ckpt, folder in exports], init], out_dir / "logs")
+    models = [(name, folder) for name, _, _, folder in exports] + [(INIT_ROW, out_dir / "init")]
     eval_args = [arg for name, path in models for arg in ("--model", str(path), "--name", name)]
     eval_args += [
         "--baseline", "masked-crop", "--baseline", "category-mean", "--reconstruction",
         "--train-shards", str(shard_dir / "train.json"), "--shards", str(shard_dir / "test.json"),
-        "--steps", str(p.eval_steps), "--bootstrap", str(p.bootstrap), "--classifier-steps", str(p.classifier_steps),
-        "--out", str(out_dir / "eval"), "--overwrite",
+        "--steps", str(p.eval_steps), "--bootstrap", str(p.bootstrap), "--classifier", str(classifier),
+        # the model rows restored side by side, one process per core
+        "--jobs", str(max(1, min(len(models), os.cpu_count() or 1))), "--out", str(out_dir / "eval"), "--overwrite",
     ]
-    run("eval", _igr("eval", *eval_args))
-    # What each trained model's prediction follows (GarmNet / IP-Adapter / prompt): the mechanism behind Table 2.
-    for name, path in models:
-        if name != INIT_ROW:
-            run(f"diagnose {name}", _igr("diagnose", "--model", str(path), "--shards", str(shard_dir / "test.json"),
-                                         "--num", "16", "--out", str(out_dir / "diagnose" / f"{path.name}.json")))
+    # What each trained model's prediction follows (GarmNet / IP-Adapter / prompt): the mechanism behind Table 2,
+    # measured beside the evaluation.
+    diagnose = [(f"diagnose {name}", _igr("diagnose", "--model", str(path), "--shards", str(shard_dir / "test.json"),
+                                          "--num", "16", "--out", str(out_dir / "diagnose" / f"{path.name}.json")))
+                for name, path in models if name != INIT_ROW]
+    run.parallel([("eval", _igr("eval", *eval_args)), diagnose], out_dir / "logs")
     total = time.perf_counter() - t0
     return write_demo_report(out_dir, run.log, total, profile)
 

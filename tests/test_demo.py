@@ -107,3 +107,27 @@ def test_side_by_side_stages_are_all_waited_for_and_a_failure_names_its_stage(tm
     assert [(e["stage"], e["rc"]) for e in run.log] == [("broken stage", 3), ("slow stage", 0)]
     assert run.log[0]["seconds"] < 0.8 <= run.log[1]["seconds"]  # each timed to its own end
     assert (tmp_path / "logs" / "slow-stage.log").is_file()
+
+
+def test_a_lane_runs_its_stages_in_order_and_stops_at_a_failure(tmp_path):
+    """Catches: a lane's stages started together (the second reading what the first has not written yet), a stage
+    started after another lane failed, and a lane's stages missing from the report's command table."""
+    import sys
+
+    from igr.demo import Runner
+    from igr.errors import IGRError
+
+    first = tmp_path / "first"
+    write = [sys.executable, "-c", f"import time, pathlib; time.sleep(0.5); pathlib.Path({str(first)!r}).write_text('1')"]
+    read = [sys.executable, "-c", f"import pathlib; assert pathlib.Path({str(first)!r}).read_text() == '1'"]
+    run = Runner()
+    run.parallel([("alone", [sys.executable, "-c", "pass"]), [("write", write), ("read", read)]], tmp_path / "logs")
+    assert [(e["stage"], e["rc"]) for e in run.log] == [("alone", 0), ("write", 0), ("read", 0)]
+    never = tmp_path / "never"
+    failing = [sys.executable, "-c", "raise SystemExit(4)"]
+    slow = [sys.executable, "-c", "import time; time.sleep(0.5)"]
+    with pytest.raises(IGRError, match=r"^demo stage 'fails' failed \(exit 4\)"):
+        run.parallel([("fails", failing),
+                      [("slow", slow), ("after", [sys.executable, "-c", f"open({str(never)!r}, 'w')"])]],
+                     tmp_path / "logs")
+    assert not never.exists() and [e["stage"] for e in run.log[3:]] == ["fails", "slow"]
