@@ -52,13 +52,17 @@ def _score_tiny(tiny: dict, rows: dict, protocol: dict, resamples: int, seed: in
     ceiling = tiny_metrics.score_row(clf, gt, gt, labels)
     scored = {name: tiny_metrics.score_row(clf, torch.cat(p), gt, labels) for name, p in tiny["preds"].items()}
     scored[CEILING_ROW] = ceiling
-    for name, sc in scored.items():
-        point, ci = tiny_metrics.bootstrap(sc, ceiling.features, resamples=resamples, seed=seed)
+    draws = {name: tiny_metrics.bootstrap_draws(sc, ceiling.features, resamples=resamples, seed=seed)
+             for name, sc in scored.items()}
+    reference = next(iter(draws))  # the first row (the first model): every other row is differenced with it
+    for name, (point, samples) in draws.items():
         row = rows.setdefault(name, ReportRow(name=name, paired={}))
         paired = dict(row.paired or {})
         paired.update({k: v for k, v in point.items() if k != "ssim" or "ssim" not in paired})
         row.paired = paired
-        row.intervals = ci
+        row.intervals = {k: tiny_metrics.interval(samples[k]) for k in point}
+        if name not in (reference, CEILING_ROW):
+            row.difference = {"versus": reference, **tiny_metrics.paired_difference(draws[reference], draws[name])}
     tiny["protocol"] = {
         "num_pairs": int(len(gt)),
         **tiny["source"],

@@ -185,6 +185,30 @@ def test_scores_and_bootstrap_intervals():
     assert bootstrap(row, shifted - 0.5, resamples=2)[0]["fd_tiny"] == pytest.approx(64 * 0.25, rel=1e-6)
 
 
+def test_paired_difference_removes_the_spread_the_rows_share():
+    """Catches: rows resampled with different draws (the difference then carries both rows' spread), the
+    difference taken the wrong way round, and a shared offset reported as a tie."""
+    import numpy as np
+
+    from igr.metrics.tiny import Scored, bootstrap_draws, interval, paired_difference
+
+    rng = np.random.default_rng(0)
+    n = 40
+    feats = rng.normal(size=(n, 4))
+    base = rng.uniform(0.2, 0.6, n)  # per-pair SSIM: pairs differ a lot, the rows by exactly 0.05 on each
+    kind_b = np.arange(n) % 2 == 0  # B right on half the pairs, A on all of them
+    a = Scored(base + 0.05, {"kind": np.ones(n, bool), "colour": kind_b, "pattern": kind_b}, feats)
+    b = Scored(base, {"kind": kind_b, "colour": kind_b, "pattern": kind_b}, feats + 1.0)
+    da, db = bootstrap_draws(a, feats, resamples=100, seed=3), bootstrap_draws(b, feats, resamples=100, seed=3)
+    diff = paired_difference(da, db)
+    assert diff["ssim"] == pytest.approx([0.05, 0.05, 0.05])  # the same pairs in every draw: no spread left
+    lo, hi = interval(db[1]["ssim"])
+    assert hi - lo > 0.03  # while each row's own interval is wide
+    assert diff["kind_acc"][0] == pytest.approx(0.5) and 0 < diff["kind_acc"][1] <= 0.5 <= diff["kind_acc"][2]
+    assert diff["colour_acc"] == [0.0, 0.0, 0.0]
+    assert diff["fd_tiny"][0] == pytest.approx(-4.0) and diff["fd_tiny"][2] < 0  # B's features are shifted by 1
+
+
 def test_demo_goal_check():
     """Catches: a goal reported as met when a baseline is better, or the Table 2 order checked the wrong way
     round (fd_tiny is lower-is-better)."""

@@ -54,6 +54,8 @@ class ReportRow:
     unpaired: Mapping[str, float | str] | None = None  # MetricSuite.compute() of the unpaired test
     notes: list[str] = field(default_factory=list)
     intervals: Mapping[str, Sequence[float]] = field(default_factory=dict)  # metric → bootstrap 95 % [low, high]
+    # {"versus": the first row's name, metric: [that row − this row, low, high]} (paired bootstrap, tiny world)
+    difference: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _lookup(values: Mapping[str, Any] | None, name: str) -> tuple[Any, bool]:
@@ -127,6 +129,35 @@ def tiny_table(rows: Sequence[ReportRow]) -> list[str]:
             continue
         cells = [_fmt_ci(row.paired.get(k), row.intervals.get(k), k.endswith("_acc")) for k in keys]
         lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def difference_table(rows: Sequence[ReportRow]) -> list[str]:
+    """The first row against every other, on the same test pairs: the difference and its paired-bootstrap 95 %
+    interval. The rows' own intervals overlap far more often than their difference is uncertain."""
+    diffs = [r for r in rows if r.difference]
+    if not diffs:
+        return []
+    keys = list(TINY_HEADERS)
+    ref = diffs[0].difference["versus"]
+
+    def cell(k: str, d: Sequence[float]) -> str:
+        tie = " tie" if d[1] <= 0 <= d[2] else ""
+        if k.endswith("_acc"):
+            return f"{100 * d[0]:+.1f} pts [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]{tie}"
+        return f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]{tie}"
+
+    lines = [
+        f"**{ref} minus each row** (paired bootstrap over the same resampled test pairs, 95 %; 'tie' where the "
+        "interval contains 0; for SSIM and accuracies a positive difference favours the first row, for fd_tiny / "
+        "kd_tiny a negative one)",
+        "",
+        "| Row | " + " | ".join(TINY_HEADERS[k] for k in keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
+    for r in diffs:
+        lines.append(f"| {r.name} | " + " | ".join(cell(k, r.difference[k]) if k in r.difference else "–"
+                                                   for k in keys) + " |")
     return lines
 
 
@@ -238,6 +269,7 @@ def write_report(
                 "unpaired": None if r.unpaired is None else dict(r.unpaired),
                 "notes": list(r.notes),
                 "ci95": {k: list(v) for k, v in r.intervals.items()},
+                "difference": dict(r.difference),
             }
             for r in rows
         ],
@@ -276,7 +308,9 @@ def write_report(
         ]
     md += _table(rows) + [""]
     if tiny_protocol is not None:
-        md += tiny_table(rows) + [""] + tiny_protocol_lines(tiny_protocol) + [""]
+        md += tiny_table(rows) + [""]
+        diff = difference_table(rows)
+        md += (diff + [""] if diff else []) + tiny_protocol_lines(tiny_protocol) + [""]
     if any(_lookup(r.paired, "ssim_rgb")[0] is not None for r in rows):
         ssim_rgb = "; ".join(f"{r.name} {_fmt(*_lookup(r.paired, 'ssim_rgb'))}" for r in rows)
         md += [f"SSIM-RGB (torchmetrics, not the paper's SSIM): {ssim_rgb}", ""]

@@ -255,11 +255,12 @@ def _values(row: Scored, gt_features: np.ndarray, idx: np.ndarray | None, kd_sub
     return out
 
 
-def bootstrap(
+def bootstrap_draws(
     row: Scored, gt_features: np.ndarray, resamples: int = 200, seed: int = 0
 ) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Point values and 95 % percentile intervals, resampling test pairs with replacement (the same draws for
-    every row: the seed fixes them). Distances are recomputed on each resample against the resampled ground truth."""
+    """Point values and each metric's value on every bootstrap resample of the test pairs (drawn with replacement;
+    the seed fixes the draws, so rows of one test set are resampled alike and can be differenced draw by draw).
+    Distances are recomputed on each resample against the resampled ground truth."""
     n = len(row.ssim)
     point = _values(row, gt_features, None, kd_subsets=100)
     rng = np.random.default_rng(seed)
@@ -269,8 +270,36 @@ def bootstrap(
     # The distances cost ~0.1 s per resample on 2 busy cores: their intervals use the first DISTANCE_RESAMPLES draws.
     dist = [_values(row, gt_features, idx, kd_subsets=10) for idx in draws[:DISTANCE_RESAMPLES]]
     samples.update({k: [d[k] for d in dist] for k in ("fd_tiny", "kd_tiny")})
-    ci = {k: [float(np.percentile(samples[k], 2.5)), float(np.percentile(samples[k], 97.5))] for k in point}
-    return point, ci
+    return point, samples
+
+
+def interval(samples: Sequence[float]) -> list[float]:
+    """The 95 % percentile interval of bootstrap values."""
+    return [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))]
+
+
+def bootstrap(
+    row: Scored, gt_features: np.ndarray, resamples: int = 200, seed: int = 0
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Point values and 95 % percentile intervals over test pairs (:func:`bootstrap_draws`)."""
+    point, samples = bootstrap_draws(row, gt_features, resamples, seed)
+    return point, {k: interval(samples[k]) for k in point}
+
+
+def paired_difference(
+    a: tuple[dict[str, float], dict[str, list[float]]], b: tuple[dict[str, float], dict[str, list[float]]]
+) -> dict[str, list[float]]:
+    """{metric: [a − b, low, high]}: the difference of two rows scored on the same test pairs, with the 95 %
+    interval of its values on the same resamples (:func:`bootstrap_draws` of both with one seed). Sharing the
+    pairs removes their common spread, so this interval is narrower than the rows' own; containing 0, it is a tie."""
+    (point_a, draws_a), (point_b, draws_b) = a, b
+    out = {}
+    for k in point_a:
+        if len(draws_a[k]) != len(draws_b[k]):
+            raise ValueError(f"paired_difference: {k} resampled {len(draws_a[k])} and {len(draws_b[k])} times")
+        diffs = np.asarray(draws_a[k]) - np.asarray(draws_b[k])
+        out[k] = [point_a[k] - point_b[k], *interval(diffs)]
+    return out
 
 
 def category_mean_garments(train: GarmentSet) -> dict[str, torch.Tensor]:
