@@ -42,7 +42,7 @@ def test_demo_quick_profile_runs_every_stage_with_the_ablations(tmp_path, monkey
     _fresh_working_directory(tmp_path, monkeypatch)
     report = run_demo(str(tmp_path / "out"), str(tmp_path / "shards"), profile="quick", ablations=True)
     text = report.read_text()
-    for stage in ("coarse w/o GarmNet", "fine-tune w/o GarmNet", "export w/o HQFT"):
+    for stage in ("coarse w/o GarmNet", "export coarse w/o GarmNet", "fine-tune w/o GarmNet", "export w/o GarmNet"):
         assert f"| {stage} |" in text, stage
     rows = json.loads((tmp_path / "out" / "metrics.json").read_text())["rows"]
     assert {"w/o GarmNet", "w/o HQFT"} <= set(rows)
@@ -62,9 +62,11 @@ def test_demo_quick_profile_runs_every_stage(tmp_path, monkeypatch):
     assert not old_diag.exists() and "| pipeline-no-garmnet |" not in report.read_text()
     assert not (out / "coarse" / "checkpoints" / "last-v1.ckpt").exists() and stale.stat().st_size > 5
     text = report.read_text()
-    for stage in ("autoencoder", "base UNet (tiny SD1.5)", "image encoder (tiny CLIP)", "coarse", "HQFT curation",
-                  "fine-tune", "export", "eval"):
+    for stage in ("autoencoder", "base UNet (tiny SD1.5)", "image encoder (tiny CLIP)", "tiny-world classifier",
+                  "HQFT curation", "coarse", "export coarse", "fine-tune", "export", "export init", "eval"):
         assert f"| {stage} |" in text, stage
+    # HQFT starts from the coarse stage's EMA weights as exported (the model a w/o HQFT row scores)
+    assert f"--out {out / 'pipeline-no-hqft'} --ema" in text and f"--model.init_from={out / 'pipeline-no-hqft'}" in text
     # both UNets start from the pre-trained base, and the init row is the model the coarse stage started from
     assert "--model.model.sd_path=" in text and f"--sd-path {out / 'base'}" in text
     assert "## Goals (issue 13)" in text and "Tiny-world metrics" in text
@@ -82,6 +84,10 @@ def test_demo_quick_profile_runs_every_stage(tmp_path, monkeypatch):
             assert isinstance(values[key], float), (name, key)
             lo, hi = summary["ci95"][name][key]
             assert lo <= hi, (name, key)
+    diff = summary["differences"]["same model at initialisation"]
+    assert diff["versus"] == "IGR tiny (coarse + HQFT)" and "ground truth (classifier ceiling)" not in summary["differences"]
+    assert diff["ssim"][0] == pytest.approx(rows["IGR tiny (coarse + HQFT)"]["ssim"] - rows["same model at initialisation"]["ssim"])
+    assert "minus each row** (paired bootstrap" in text
     assert rows["autoencoder reconstruction of the ground truth"]["ssim"] == 1.0  # the exact autoencoder
     assert summary["autoencoder_reconstruction_ssim"] == 1.0
     assert rows["masked-crop baseline"]["fid"].startswith("n/a")  # no Inception weights here: said, not faked
