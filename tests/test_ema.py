@@ -35,15 +35,17 @@ def _run(ema: EMA, values: list[float], module: _One | None = None, micro: int =
     return module
 
 
-def test_constant_decay_follows_the_ema_recursion():
-    """Catches a swapped decay (s ← 0.1·s + 0.9·p), updates of frozen parameters, a shadow that is the live one."""
-    ema = EMA(decay=0.9, warmup=False)
+@pytest.mark.parametrize("foreach", [False, True])
+def test_constant_decay_follows_the_ema_recursion(foreach):
+    """Catches a swapped decay (s ← 0.1·s + 0.9·p), updates of frozen parameters, a shadow that is the live one;
+    with fused (foreach) updates as without."""
+    ema = EMA(decay=0.9, warmup=False, foreach=foreach)
     _run(ema, [0.0, 1.0, 1.0, 3.0])
     s = 0.0
     for p in (1.0, 1.0, 3.0):
         s = 0.9 * s + 0.1 * p  # 0.1, 0.19, 0.471
     (shadow,) = ema.shadow().values()
-    assert list(ema.shadow()) == ["w"]
+    assert list(ema.shadow()) == ["w"] and ema.ema.foreach is foreach
     torch.testing.assert_close(shadow, torch.tensor([s]))
     assert abs(s - 0.471) < 1e-9
 
@@ -68,10 +70,11 @@ def test_updates_once_per_optimizer_step_not_per_micro_batch():
     assert ema.ema.optimization_step == 2
 
 
-def test_shadow_is_fp32_and_keeps_updates_below_bf16_resolution():
+@pytest.mark.parametrize("foreach", [False, True])
+def test_shadow_is_fp32_and_keeps_updates_below_bf16_resolution(foreach):
     """A bf16 parameter moving by one bf16 ulp (1/128 near 1): the update 0.001/128 is below bf16's resolution,
-    so a bf16 shadow stays at exactly 1. Catches a shadow in the parameters' dtype."""
-    ema = EMA(decay=0.999, warmup=False)
+    so a bf16 shadow stays at exactly 1. Catches a shadow in the parameters' dtype (fused updates included)."""
+    ema = EMA(decay=0.999, warmup=False, foreach=foreach)
     module = _run(ema, [1.0, 1.0 + 1 / 128], module=_One(1.0, torch.bfloat16))
     shadow = ema.shadow()["w"]
     assert module.w.dtype == torch.bfloat16 and shadow.dtype == torch.float32
