@@ -8,7 +8,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from igr.cli import main
@@ -16,15 +15,9 @@ from igr.cli import main
 STEPS = "2"
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from igr.config import CONFIG_DIR, load_model_config
-    from igr.export import export_pipeline
-    from igr.models import build_model
-
-    torch.manual_seed(0)
-    model = build_model(load_model_config(CONFIG_DIR / "model" / "tiny.yaml")).eval()
-    return export_pipeline(model, tmp_path_factory.mktemp("model") / "pipe")
+@pytest.fixture
+def model_dir(tiny_pipeline_dir):
+    return tiny_pipeline_dir  # conftest's session-wide folder: these tests only read it (copies are made to break)
 
 
 def _photo(path, h=120, w=90, seed=0):
