@@ -69,6 +69,8 @@ def test_notebook_runs_on_a_pipeline_folder_and_shards(tiny_model, tmp_path, mon
         "profile": "default",
         "rows": {"category-mean baseline": {"ssim": 0.4012, "kind_acc": 0.25, "fid": "n/a (no weights)"}},
         "ci95": {"category-mean baseline": {"ssim": [0.3811, 0.4213]}},
+        "differences": {"category-mean baseline": {"versus": "IGR tiny", "ssim": [-0.004, -0.02, 0.012],
+                                                   "kind_acc": [0.55, 0.48, 0.62]}},
         "goals": {"SSIM above the category-mean baseline": False},
     }))
     text, figures = _execute(monkeypatch, IGR_MODEL_DIR=model_dir, IGR_SHARDS=shards, IGR_STEPS=2,
@@ -76,6 +78,8 @@ def test_notebook_runs_on_a_pipeline_folder_and_shards(tiny_model, tmp_path, mon
     assert f"loaded the pipeline in {model_dir}" in text
     assert "category-mean baseline" in text and "0.401 [ 0.381, 0.421]" in text and "0.250" in text
     assert "NOT met: SSIM above the category-mean baseline" in text
+    assert "IGR tiny minus each row" in text and "ssim -0.004 [-0.020,+0.012] tie" in text
+    assert "kind_acc +0.550 [+0.480,+0.620]" in text and "+0.620] tie" not in text
     assert f"4 samples from {shards}" in text
     assert "RANDOM-INIT" not in text and "SYNTHETIC" not in text
     assert figures == 4  # batch, p_g crops, guidance rows, attention heat map
