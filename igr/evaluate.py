@@ -343,6 +343,7 @@ def evaluate(
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         ]
+
         def row_label(row_name: str, g: float | None) -> str:
             return f"{row_name} (s={g:g})" if g is not None and len(guidance) > 1 else row_name
 
