@@ -89,9 +89,7 @@ class FakeRestorer(L.LightningModule):
         return None
 
     def restore(self, batch, num_inference_steps, guidance_scale, generator):
-        assert isinstance(generator, torch.Generator)
-        self.calls.append(
-            {"steps": num_inference_steps, "guidance": guidance_scale, "seed": generator.initial_seed()}
-        )
+        seeds = [g.initial_seed() for g in generator] if isinstance(generator, list) else generator.initial_seed()
+        self.calls.append({"steps": num_inference_steps, "guidance": guidance_scale, "seed": seeds})
         self.restored_keys += list(batch["key"])
         return fake_restore(batch["garment"], batch["key"])

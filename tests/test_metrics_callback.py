@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+import zlib
 from pathlib import Path
 
 import lightning as L
@@ -57,7 +58,9 @@ def test_callback_scores_the_first_batches_and_logs(tmp_path):
     _trainer(cb).validate(model, torch.utils.data.DataLoader(KeyedGarments(5), batch_size=2), verbose=False)
 
     assert model.restored_keys == ["s0", "s1", "s2", "s3"]  # the first 2 batches only
-    assert [c["seed"] for c in model.calls] == [7, 8] and model.calls[0]["steps"] == 3
+    # one generator per image, seeded 7 + crc32(key): the same noise for a sample in any batch, on any rank
+    assert [c["seed"] for c in model.calls] == [[7 + zlib.crc32(f"s{i}".encode()) for i in b] for b in ((0, 1), (2, 3))]
+    assert model.calls[0]["steps"] == 3
     assert model.calls[0]["guidance"] == 2.0
     expected = _expected([0, 1, 2, 3], ("ssim", "fid"), allow_random_backbone=True)
     logged = {k: v.item() for k, v in model.trainer.callback_metrics.items()}

@@ -3,8 +3,10 @@
 On every rank it takes the first ``num_batches`` batches of validation dataloader ``dataloader_idx`` (a
 fixed subset as long as the validation loader is deterministic, as a validation split should be), calls
 ``pl_module.restore(batch, num_inference_steps=..., guidance_scale=..., generator=...)`` — float
-(B, 3, H, W) in [0, 1] — and scores the result against ``batch[gt_key]``. The generator for batch ``i`` on
-rank ``r`` of ``w`` is seeded with ``seed + i·w + r``. At the end of the epoch the per-sample scores and
+(B, 3, H, W) in [0, 1] — and scores the result against ``batch[gt_key]``. Each image's noise comes from its own
+generator seeded by its key (``igr.sampling.image_generators``, as ``igr eval`` and the ``ImageLogger``), so a
+sample's score does not depend on its batch, its rank or the number of ranks; a batch without ``batch[key_key]``
+gets one generator, seeded ``seed + i·w + r`` for batch ``i`` on rank ``r`` of ``w``. At the end of the epoch the per-sample scores and
 features of all ranks are gathered (``all_gather_object``: exact counts, no padding) and samples whose
 ``batch[key_key]`` was already seen (a distributed sampler pads the last batch with repeats) are counted
 once. Every rank then computes the same numbers and logs them as ``<prefix><metric>``; a metric without
@@ -24,6 +26,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from igr.metrics.config import MetricsConfig
 from igr.metrics.images import to_uint8
 from igr.metrics.suite import MetricSuite
+from igr.sampling import image_generators
 
 
 class MetricsCallback(L.Callback):
@@ -99,8 +102,13 @@ class MetricsCallback(L.Callback):
         ):
             return
         suite = self._get_suite(pl_module)
-        generator = torch.Generator(device=pl_module.device)
-        generator.manual_seed(self.seed + batch_idx * trainer.world_size + trainer.global_rank)
+        keys = batch.get(self.key_key) if isinstance(batch, dict) else None
+        if keys is not None:
+            keys = [str(k) for k in keys]
+            generator = image_generators(self.seed, keys)
+        else:
+            generator = torch.Generator(device=pl_module.device)
+            generator.manual_seed(self.seed + batch_idx * trainer.world_size + trainer.global_rank)
         pred = pl_module.restore(
             batch,
             num_inference_steps=self.num_inference_steps,
@@ -110,9 +118,6 @@ class MetricsCallback(L.Callback):
         pred_u8 = to_uint8(pred, (0.0, 1.0), name="restore() output")
         gt = batch.get(self.gt_key) if isinstance(batch, dict) else None
         gt_u8 = None if gt is None else to_uint8(gt, self.gt_range, name=f"batch['{self.gt_key}'] (gt_range)")
-        keys = batch.get(self.key_key) if isinstance(batch, dict) else None
-        if keys is not None:
-            keys = [str(k) for k in keys]
         suite.update(pred_u8, gt_u8, keys=keys)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
