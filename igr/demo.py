@@ -145,8 +145,8 @@ class Runner:
                 if proc.poll() is None:
                     continue
                 del running[lane]  # timed when it ends, not when the lanes before it do
-                done[lane].append({"stage": stage, "command": _shown(cmd), "seconds": round(time.perf_counter() - t0, 1),
-                                   "rc": proc.returncode})
+                seconds = round(time.perf_counter() - t0, 1)
+                done[lane].append({"stage": stage, "command": _shown(cmd), "seconds": seconds, "rc": proc.returncode})
                 if out:
                     out.close()
                 if proc.returncode != 0:
@@ -181,6 +181,11 @@ def _fit(stage: str, experiment: str, root: Path, data: list[str], steps: int, *
         "fit", "-c", experiment, f"--trainer.default_root_dir={root}", *data, f"--trainer.max_steps={steps}", *extra
     )
     return (stage, cmd), root / "checkpoints" / "last.ckpt"
+
+
+def _export_ema(stage: str, ckpt: Path, folder: Path) -> tuple[str, list[str]]:
+    """A pipeline folder from a training stage's checkpoint, with its EMA weights (the model the demo scores)."""
+    return stage, _igr("export", str(ckpt), "--out", str(folder), "--ema", "--overwrite")
 
 
 def run_demo(
@@ -269,7 +274,7 @@ def run_demo(
     # HQFT fine-tunes the coarse model as exported: its EMA weights, the model the w/o HQFT row scores (starting
     # from the raw weights measured SSIM 0.395 against 0.398 on the 160 test pairs; docs/tiny-world.md, round 9).
     coarse_models = [out_dir / f"pipeline-no-hqft{suffix}" for _, suffix, _ in variants]
-    coarse_exports = [(f"export coarse{name}", _igr("export", str(ckpt), "--out", str(folder), "--ema", "--overwrite"))
+    coarse_exports = [_export_ema(f"export coarse{name}", ckpt, folder)
                       for (name, _, _), (_, ckpt), folder in zip(variants, coarse, coarse_models)]
     finetune = [_fit(f"fine-tune{name}", "configs/experiment/demo_finetune.yaml", out_dir / f"finetune{suffix}",
                      data_ft, p.finetune_steps, *extra, f"--model.init_from={folder}")
@@ -283,9 +288,7 @@ def run_demo(
         "--sd-path", str(base), "--vae-path", str(vae), "--image-encoder-path", str(clip), "--seed", "0",
         "--out", str(out_dir / "init"), "--overwrite",
     ))
-    # the EMA weights of each trained stage
-    run.parallel([*[(stage, _igr("export", str(ckpt), "--out", str(folder), "--ema", "--overwrite"))
-                    for _, stage, ckpt, folder in exports], init], out_dir / "logs")
+    run.parallel([*[_export_ema(stage, ckpt, folder) for _, stage, ckpt, folder in exports], init], out_dir / "logs")
     models = [(name, folder) for name, _, _, folder in exports] + [(INIT_ROW, out_dir / "init")]
     if p.ablations:  # w/o HQFT: the coarse model itself, as in the paper
         models.insert(1, (NO_HQFT_ROW, coarse_models[0]))

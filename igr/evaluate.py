@@ -60,7 +60,7 @@ def _score_tiny(tiny: dict, rows: dict, protocol: dict, resamples: int, seed: in
         paired = dict(row.paired or {})
         paired.update({k: v for k, v in point.items() if k != "ssim" or "ssim" not in paired})
         row.paired = paired
-        row.intervals = {k: tiny_metrics.interval(samples[k]) for k in point}
+        row.intervals = tiny_metrics.intervals(samples)
         if name not in (reference, CEILING_ROW):
             row.difference = {"versus": reference, **tiny_metrics.paired_difference(draws[reference], draws[name])}
     tiny["protocol"] = {

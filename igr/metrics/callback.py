@@ -3,14 +3,14 @@
 On every rank it takes the first ``num_batches`` batches of validation dataloader ``dataloader_idx`` (a
 fixed subset as long as the validation loader is deterministic, as a validation split should be), calls
 ``pl_module.restore(batch, num_inference_steps=..., guidance_scale=..., generator=...)`` — float
-(B, 3, H, W) in [0, 1] — and scores the result against ``batch[gt_key]``. Each image's noise comes from its own
-generator seeded by its key (``igr.sampling.image_generators``, as ``igr eval`` and the ``ImageLogger``), so a
-sample's score does not depend on its batch, its rank or the number of ranks; a batch without ``batch[key_key]``
-gets one generator, seeded ``seed + i·w + r`` for batch ``i`` on rank ``r`` of ``w``. At the end of the epoch the per-sample scores and
-features of all ranks are gathered (``all_gather_object``: exact counts, no padding) and samples whose
-``batch[key_key]`` was already seen (a distributed sampler pads the last batch with repeats) are counted
-once. Every rank then computes the same numbers and logs them as ``<prefix><metric>``; a metric without
-weights is warned about once and not logged.
+(B, 3, H, W) in [0, 1] — and scores the result against ``batch[gt_key]``. Each image's noise comes from its
+own generator seeded by its key (``igr.sampling.image_generators``, as ``igr eval`` and the ``ImageLogger``),
+so a sample's score does not depend on its batch, its rank or the number of ranks; a batch without
+``batch[key_key]`` gets one generator, seeded ``seed + i·w + r`` for batch ``i`` on rank ``r`` of ``w``. At the
+end of the epoch the per-sample scores and features of all ranks are gathered (``all_gather_object``: exact
+counts, no padding) and samples whose ``batch[key_key]`` was already seen (a distributed sampler pads the last
+batch with repeats) are counted once. Every rank then computes the same numbers and logs them as
+``<prefix><metric>``; a metric without weights is warned about once and not logged.
 """
 
 from __future__ import annotations

@@ -131,13 +131,13 @@ def train_classifier(
     log: Callable[[str], None] | None = print,
 ) -> GarmentClassifier:
     """Fit the classifier on the training garments (about half a minute on 2 cores at 64×48)."""
+    from igr.vae_train import step_progress
+
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = GarmentClassifier({a: len(c) for a, c in _classes().items()})
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
-    from igr.vae_train import step_progress
-
     start = time.perf_counter()
     model.train()
     with step_progress("tiny-world classifier", "loss", disable=log is None) as progress:
@@ -278,12 +278,17 @@ def interval(samples: Sequence[float]) -> list[float]:
     return [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))]
 
 
+def intervals(samples: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
+    """{metric: 95 % interval} of :func:`bootstrap_draws`' values."""
+    return {k: interval(v) for k, v in samples.items()}
+
+
 def bootstrap(
     row: Scored, gt_features: np.ndarray, resamples: int = 200, seed: int = 0
 ) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Point values and 95 % percentile intervals over test pairs (:func:`bootstrap_draws`)."""
     point, samples = bootstrap_draws(row, gt_features, resamples, seed)
-    return point, {k: interval(samples[k]) for k in point}
+    return point, intervals(samples)
 
 
 def paired_difference(
