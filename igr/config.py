@@ -20,6 +20,7 @@ from igr.errors import IGRError
 CONFIG_DIR = Path(str(resources.files("igr") / "configs"))
 PAPER = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "paper.yaml"), resolve=True)
 CATEGORIES = ("upper", "lower", "full")
+LR_PARTS = ("garmnet", "denoiser", "adapter")  # what optim.lr_scale can scale
 
 
 def _paper(*path: str) -> Any:
@@ -81,6 +82,10 @@ class OptimConfig:
     # After warm-up: "constant" (the paper's fine-tuning of SD1.5) or "cosine" (decay to 0 at trainer.max_steps,
     # for short from-scratch runs; in the tiny world it measured the same as constant, docs/tiny-world.md round 5).
     decay: str = "constant"
+    # Multipliers on ``lr`` for the trained parts: "garmnet", "denoiser" (its UNet) and "adapter" (the IP-Adapter's
+    # projection and K/V-ip layers, which live inside the denoiser UNet). Empty = one lr for all, as the paper
+    # (which starts every part from pretrained weights, the IP-Adapter included).
+    lr_scale: dict[str, float] = field(default_factory=dict)
     # Gradient clipping is the trainer's ``gradient_clip_val`` (the one setting every strategy, DeepSpeed
     # included, applies); the experiment configs set it.
 
@@ -97,6 +102,11 @@ class OptimConfig:
             raise IGRError(f"optim.warmup_steps: {self.warmup_steps} must be >= 0")
         if self.decay not in ("constant", "cosine"):
             raise IGRError(f"optim.decay: '{self.decay}' must be 'constant' or 'cosine'")
+        for part, scale in dict(self.lr_scale).items():
+            if part not in LR_PARTS:
+                raise IGRError(f"optim.lr_scale: unknown part '{part}' (one of {', '.join(LR_PARTS)})")
+            if not (isinstance(scale, (int, float)) and scale > 0):
+                raise IGRError(f"optim.lr_scale.{part}: {scale} must be a number > 0")
 
 
 @dataclass

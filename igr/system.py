@@ -37,7 +37,7 @@ from igr.config import (
     model_config_from_dict,
 )
 from igr.errors import IGRError
-from igr.models import IGRModel, build_model
+from igr.models import IGRModel, adapter, build_model
 from igr.models.init_weights import load_trainable_weights
 from igr.models.unet import base_unet_config
 from igr.models.vae import effective_config
@@ -234,9 +234,27 @@ class IGRSystem(L.LightningModule):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for m in self.model.trainable_modules() for p in m.parameters() if p.requires_grad]
 
+    def parameter_groups(self) -> list[dict]:
+        """AdamW groups, one per part with its ``optim.lr_scale`` multiplier (no scales: one group, the paper's)."""
+        scales = dict(self.optim.lr_scale)
+        if not scales:
+            return [{"params": self.trainable_parameters()}]
+        parts: dict[str, list[torch.nn.Parameter]] = {}
+        for part, module in (("garmnet", self.model.garmnet), ("denoiser", self.model.denoiser)):
+            if module is None:
+                continue
+            for name, p in module.unet.named_parameters():
+                if p.requires_grad:
+                    key = "adapter" if part == "denoiser" and adapter.is_adapter_parameter(name) else part
+                    parts.setdefault(key, []).append(p)
+        missing = sorted(set(scales) - set(parts))
+        if missing:
+            raise IGRError(f"optim.lr_scale: this model trains no {', '.join(missing)} parameters")
+        return [{"params": ps, "lr": self.optim.lr * scales.get(key, 1.0), "name": key} for key, ps in parts.items()]
+
     def configure_optimizers(self):
         opt = torch.optim.AdamW(
-            self.trainable_parameters(),
+            self.parameter_groups(),
             lr=self.optim.lr,
             betas=tuple(self.optim.betas),
             weight_decay=self.optim.weight_decay,

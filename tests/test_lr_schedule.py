@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import types
 
 import pytest
+import torch
 
 from igr.errors import IGRError
 from igr.system import IGRSystem
@@ -42,3 +44,33 @@ def test_cosine_without_max_steps_and_unknown_decays_are_refused():
         _lrs("cosine", warmup=0, max_steps=-1, n=1)
     with pytest.raises(IGRError, match="optim.decay"):
         IGRSystem(optim={"decay": "linear"})
+
+
+def test_lr_scale_moves_each_part_by_its_own_learning_rate(batch):
+    """AdamW's first step moves every parameter with a non-zero gradient by lr (|m/√v| = 1), so with weight decay
+    off each part's largest change is its own lr: garmnet 1e-4, the IP-Adapter 1e-2, the denoiser UNet 1e-3."""
+    torch.manual_seed(0)
+    system = IGRSystem(optim={"lr": 1e-3, "weight_decay": 0.0, "lr_scale": {"garmnet": 0.1, "adapter": 10.0}})
+    system.trainer = types.SimpleNamespace(max_steps=-1)
+    opt = system.configure_optimizers()["optimizer"]
+    named = dict(system.model.named_parameters())
+    before = {n: p.detach().clone() for n, p in named.items() if p.requires_grad}
+    system.diffusion_loss(batch).backward()
+    opt.step()
+    moved: dict[str, float] = {}
+    for n, old in before.items():
+        part = ("adapter" if ".to_k_ip." in n or ".to_v_ip." in n or "encoder_hid_proj" in n
+                else n.split(".")[0])
+        moved[part] = max(moved.get(part, 0.0), (named[n] - old).abs().max().item())
+    assert moved == pytest.approx({"garmnet": 1e-4, "denoiser": 1e-3, "adapter": 1e-2}, rel=1e-3)
+
+
+def test_lr_scale_is_checked(tiny_config):
+    with pytest.raises(IGRError, match="unknown part 'unet'"):
+        IGRSystem(optim={"lr_scale": {"unet": 2.0}})
+    with pytest.raises(IGRError, match="lr_scale.adapter"):
+        IGRSystem(optim={"lr_scale": {"adapter": 0}})
+    system = IGRSystem(optim={"lr_scale": {"garmnet": 0.5}}, model=dataclasses.replace(tiny_config, use_garmnet=False))
+    system.trainer = types.SimpleNamespace(max_steps=-1)
+    with pytest.raises(IGRError, match="trains no garmnet"):
+        system.configure_optimizers()
