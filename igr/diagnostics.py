@@ -7,6 +7,11 @@ F_hl, the IP-Adapter's image embedding, the category prompt — is taken from th
 shift), the others kept. ``reliance`` is the mean squared change of the prediction, divided by the change when
 every condition comes from the next sample: 0 means the model ignores that condition, 1 that it moves the
 prediction as much as all of them together.
+
+Each row also says how well the model denoises at that t: ``z0_error`` is the RMS error of the clean latent its
+prediction implies, ``input_z0_error`` that of the noisy input itself, rescaled (z_t/α_t: what returning the input
+unchanged would give; None at zero SNR). A model whose ``z0_error`` stays above ``input_z0_error`` at small t loses
+detail it was given: its samples come out grainy or soft whatever their conditions.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from igr.models.model import Conditions, IGRModel
-from igr.sampling import training_scheduler, training_target
+from igr.sampling import predicted_z0, training_scheduler, training_target
 
 CONDITIONS = ("garmnet", "ip_adapter", "prompt")
 
@@ -27,6 +32,8 @@ class Reliance:
     loss: float  # MSE of the prediction against the training target
     all_swapped: float  # mean squared prediction change when every condition comes from the next sample
     reliance: dict[str, float]  # condition → change when only it is swapped, / all_swapped
+    z0_error: float = float("nan")  # RMS of the implied ẑ_0 − z_0
+    input_z0_error: float | None = None  # RMS of z_t/α_t − z_0; None where α_t = 0
 
 
 def _shift(x: torch.Tensor) -> torch.Tensor:
@@ -73,9 +80,12 @@ def condition_reliance(
                       for w in (*names, "all")}
             total = change.pop("all")
             target = training_target(scheduler, z0, noise, t).float()
+            alpha = scheduler.alphas_cumprod[int(step)].float().sqrt()
             out.append(Reliance(
                 t=int(step), loss=(pred - target).pow(2).mean().item(), all_swapped=total,
                 reliance={w: (v / total if total > 0 else float("nan")) for w, v in change.items()},
+                z0_error=(predicted_z0(scheduler, pred, z_t, t) - z0).pow(2).mean().sqrt().item(),
+                input_z0_error=(z_t / alpha - z0).pow(2).mean().sqrt().item() if alpha > 0 else None,
             ))
     finally:
         model.denoiser.bank.set(None)

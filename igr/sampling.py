@@ -65,6 +65,23 @@ def training_target(
     raise ValueError(f"unknown prediction_type '{kind}'")
 
 
+def predicted_z0(
+    scheduler: DDPMScheduler, pred: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """The clean latent a prediction implies at training timestep ``t`` (B,): ẑ_0 itself, α·z_t − σ·v̂, or
+    (z_t − σ·ε̂)/α."""
+    ab = scheduler.alphas_cumprod.to(z_t.device)[t].float().view(-1, *([1] * (z_t.dim() - 1)))
+    alpha, sigma = ab.sqrt(), (1 - ab).sqrt()
+    kind = scheduler.config.prediction_type
+    if kind == "sample":
+        return pred
+    if kind == "v_prediction":
+        return alpha * z_t - sigma * pred
+    if kind == "epsilon":
+        return (z_t - sigma * pred) / alpha
+    raise ValueError(f"unknown prediction_type '{kind}'")
+
+
 def inference_scheduler(cfg: DiffusionConfig, name: str = "ddim"):
     """A fresh scheduler per call (multistep solvers keep state). DDIM settings are SD1.5's."""
     if name == "ddim":

@@ -11,6 +11,7 @@ from igr.sampling import (
     guided,
     guided_sequential,
     inference_scheduler,
+    predicted_z0,
     sample,
     training_scheduler,
     training_target,
@@ -98,6 +99,18 @@ def test_zero_terminal_snr_reaches_pure_noise_and_v_target():
     ddim = inference_scheduler(cfg)
     ddim.set_timesteps(25)
     assert int(ddim.timesteps[0]) == 999  # trailing spacing starts sampling at the pure-noise step
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_the_exact_target_implies_the_clean_latent(kind):
+    """ε, v and z_0 written out by hand from z_t = α·z_0 + σ·ε: each one, fed back, gives z_0 at every t."""
+    sched = training_scheduler(DiffusionConfig(prediction_type=kind))
+    z0, noise, t = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2), torch.tensor([0, 500, 999])
+    a = sched.alphas_cumprod[t].sqrt().view(-1, 1, 1, 1)
+    s = (1 - sched.alphas_cumprod[t]).sqrt().view(-1, 1, 1, 1)
+    z_t = a * z0 + s * noise
+    exact = {"epsilon": noise, "v_prediction": a * noise - s * z0, "sample": z0}[kind]
+    torch.testing.assert_close(predicted_z0(sched, exact, z_t, t), z0, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -44,11 +44,15 @@ def run(args: argparse.Namespace) -> int:
     garment = batch["garment_uint8"].float() / 127.5 - 1
     rows = condition_reliance(model, batch["person"], batch["mask"], batch["category"], garment, steps, args.seed)
     n = batch["person"].shape[0]
-    print(f"{args.model}: reliance on each condition ({n} samples; 0 = ignored, 1 = as much as all together)")
+    print(f"{args.model}: reliance on each condition ({n} samples; 0 = ignored, 1 = as much as all together); "
+          "z0 error: RMS error of the clean latent the prediction implies, beside the noisy input's own")
     names = list(rows[0].reliance)
-    print(f"{'t':>5} {'loss':>8} {'all swapped':>12} " + " ".join(f"{w:>11}" for w in names))
+    print(f"{'t':>5} {'loss':>8} {'all swapped':>12} " + " ".join(f"{w:>11}" for w in names)
+          + f" {'z0 error':>9} {'input z0 error':>15}")
     for r in rows:
-        print(f"{r.t:>5} {r.loss:>8.4f} {r.all_swapped:>12.5f} " + " ".join(f"{r.reliance[w]:>11.3f}" for w in names))
+        given = "n/a" if r.input_z0_error is None else f"{r.input_z0_error:.4f}"
+        print(f"{r.t:>5} {r.loss:>8.4f} {r.all_swapped:>12.5f} " + " ".join(f"{r.reliance[w]:>11.3f}" for w in names)
+              + f" {r.z0_error:>9.4f} {given:>15}")
     if args.out:
         doc = {"model": args.model, "shards": args.shards, "samples": n, "seed": args.seed,
                "rows": [dataclasses.asdict(r) for r in rows]}
