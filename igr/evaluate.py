@@ -28,6 +28,7 @@ from rich.progress import (
 )
 
 from igr.errors import IGRError
+from igr.metrics.config import CLASSIFIER_STEPS
 
 PROTOCOL_SIZE = (1024, 768)
 BASELINES = ("masked-crop", "category-mean")
@@ -179,9 +180,12 @@ def _restore_batch(model, sampling, b: dict, *, seed: int, steps, guidance, samp
 _PROGRESS = None  # a worker's queue of (row index, samples done), set by _worker_init
 
 
-def _worker_init(progress_queue) -> None:
+def _worker_init(progress_queue, threads: int) -> None:
     global _PROGRESS
     _PROGRESS = progress_queue
+    # The caller's torch thread count, not the one the environment gives a fresh interpreter: kernels split over
+    # another number of threads round differently, and the row would not match the same row restored in-process.
+    torch.set_num_threads(threads)
 
 
 def _sample_row(index: int, path: str, guidance, shards: str, size, batch_size: int, limit, paired: bool,
@@ -208,7 +212,8 @@ def _sample_in_workers(rows: list[tuple[str, str, float | None]], jobs: int, col
     ctx = mp.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
     progress_queue = ctx.Queue()
     total = _count(kw["shards"], kw["limit"])
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(progress_queue,)) as pool, \
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
+                             initargs=(progress_queue, torch.get_num_threads())) as pool, \
             Progress(*columns) as progress:
         tasks = [progress.add_task(f"{name} (worker)", total=total) for name, _, _ in rows]
         futures = [pool.submit(_sample_row, i, path, g, **kw) for i, (_, path, g) in enumerate(rows)]
@@ -237,7 +242,7 @@ def evaluate(
     train_shards: str | None = None,
     reconstruction: bool = False,
     bootstrap_resamples: int = 200,
-    classifier_steps: int = 600,
+    classifier_steps: int = CLASSIFIER_STEPS,
     classifier: str | None = None,
     limit: int | None = None,
     batch_size: int = 8,
