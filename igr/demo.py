@@ -23,6 +23,7 @@ from pathlib import Path
 
 from igr.errors import IGRError
 from igr.evaluate import RECONSTRUCTION_ROW
+from igr.metrics.config import CLASSIFIER_STEPS
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,9 @@ class Profile:
     # stages already run side by side (demo-long's variants).
     ranks: int = 1
     ablations: bool = False  # Table 2: w/o GarmNet (trained with the same budget) and w/o HQFT (the coarse model)
-    classifier_steps: int = 600
+    # The tiny-world metrics' classifier (igr train-classifier; its step count: igr.metrics.config.CLASSIFIER_STEPS).
+    # Trained beside the base UNet, which takes longer either way.
+    classifier_steps: int = CLASSIFIER_STEPS
     bootstrap: int = 200
     # The tiny CLIP's contrastive pre-training (igr/clip_train.py), batch 128. The trained models follow the IP-Adapter's
     # embedding of p_g almost alone, so its garment kind is capped by what that embedding carries: a linear probe reads

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from igr.metrics.config import CLASSIFIER_STEPS
+
 
 def _floats(text: str) -> list[float]:
     try:
@@ -44,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="add the row 'autoencoder reconstruction of the ground truth' (the first model's VAE): its ceiling",
     )
     parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the tiny-world intervals")
-    parser.add_argument("--classifier-steps", type=int, default=600, help="training steps of the tiny-world classifier")
+    parser.add_argument("--classifier-steps", type=int, default=CLASSIFIER_STEPS, help="training steps of the tiny-world classifier")
     parser.add_argument(
         "--classifier",
         help="a tiny-world classifier saved by igr train-classifier: scored with it instead of training one here "

@@ -7,12 +7,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from igr.metrics.config import CLASSIFIER_STEPS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shards", required=True, help="synthetic training shards (labels come from meta.json)")
     parser.add_argument("--out", required=True, help="output .safetensors file (pass it to igr eval --classifier)")
     parser.add_argument("--size", help="HxW the garments are scored at (default: the shards' image_size)")
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=CLASSIFIER_STEPS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true")
 

@@ -28,6 +28,7 @@ from torch import nn
 
 from igr.errors import IGRError
 from igr.metrics import stats
+from igr.metrics.config import CLASSIFIER_STEPS
 
 ATTRIBUTES = ("kind", "colour", "pattern")
 DISTANCE_RESAMPLES = 50
@@ -127,10 +128,10 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def train_classifier(
-    train: GarmentSet, steps: int = 600, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
+    train: GarmentSet, steps: int = CLASSIFIER_STEPS, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
     log: Callable[[str], None] | None = print,
 ) -> GarmentClassifier:
-    """Fit the classifier on the training garments (about half a minute on 2 cores at 64×48)."""
+    """Fit the classifier on the training garments (about a minute on one core at 64×48)."""
     from igr.vae_train import step_progress
 
     torch.manual_seed(seed)
