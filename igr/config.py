@@ -41,6 +41,11 @@ class DiffusionConfig:
     # prompt and GarmNet's input stay), as IP-Adapter trains with image and text dropped independently. 0 = the
     # paper's joint drop only. (In the tiny world it did not make the model use GarmNet: docs/tiny-world.md, round 8.)
     image_drop: float = _paper("diffusion", "image_drop")
+    # "none": plain MSE on the prediction. "truncated_snr": each sample's error weighted as its z0 error times
+    # clamp(SNR(t), 1, snr_gamma) (Salimans & Ho 2022's max(SNR, 1), capped), whatever the prediction type: small t,
+    # where a z0-predicting model may lose the detail it is given, count up to snr_gamma times more.
+    loss_weighting: str = _paper("diffusion", "loss_weighting")
+    snr_gamma: float = _paper("diffusion", "snr_gamma")
     garmnet_timestep: int = _paper("garmnet_timestep")
     # SD1.5's parameterisation (the paper fine-tunes SD1.5, so it keeps it). The tiny world trains from scratch
     # and may choose v-prediction on a zero-terminal-SNR schedule (Lin et al. 2024): with SD's schedule the last
@@ -53,6 +58,7 @@ class DiffusionConfig:
         checks = {
             "prediction_type": (self.prediction_type, ("epsilon", "v_prediction", "sample")),
             "timestep_spacing": (self.timestep_spacing, ("leading", "trailing", "linspace")),
+            "loss_weighting": (self.loss_weighting, ("none", "truncated_snr")),
         }
         for key, (value, allowed) in checks.items():
             if value not in allowed:
@@ -60,6 +66,8 @@ class DiffusionConfig:
         for key in ("condition_drop", "image_drop"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise IGRError(f"diffusion.{key}: {getattr(self, key)} is not a probability in [0, 1]")
+        if not self.snr_gamma >= 1:
+            raise IGRError(f"diffusion.snr_gamma: {self.snr_gamma} must be >= 1 (the weight is clamped to [1, gamma])")
         if self.zero_terminal_snr and self.prediction_type == "epsilon":
             raise IGRError("diffusion.zero_terminal_snr needs prediction_type v_prediction or sample (ε is "
                            "undefined at zero SNR)")

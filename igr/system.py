@@ -41,7 +41,7 @@ from igr.models import IGRModel, adapter, build_model
 from igr.models.init_weights import load_trainable_weights
 from igr.models.unet import base_unet_config
 from igr.models.vae import effective_config
-from igr.sampling import training_scheduler, training_target
+from igr.sampling import loss_weights, training_scheduler, training_target
 
 __all__ = ["Draws", "IGRSystem", "load_trainable_weights"]
 
@@ -186,7 +186,11 @@ class IGRSystem(L.LightningModule):
         cond = self.model.conditions(inputs, d.keep, d.keep_image)
         z_t = self.noise_scheduler.add_noise(z0, d.noise, d.t)  # fp32; the denoiser casts at its boundary
         pred = self.model.eps(z_t, d.t, cond)  # ε̂, v̂ or ẑ_0 (diffusion.prediction_type)
-        return F.mse_loss(pred.float(), training_target(self.noise_scheduler, z0, d.noise, d.t).float())
+        target = training_target(self.noise_scheduler, z0, d.noise, d.t).float()
+        if self.diffusion.loss_weighting == "none":
+            return F.mse_loss(pred.float(), target)
+        per_sample = (pred.float() - target).pow(2).flatten(1).mean(1)  # (B,)
+        return (loss_weights(self.noise_scheduler, d.t, self.diffusion.snr_gamma) * per_sample).mean()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.diffusion_loss(batch, generator=self.noise_generator)

@@ -11,6 +11,7 @@ from igr.sampling import (
     guided,
     guided_sequential,
     inference_scheduler,
+    loss_weights,
     predicted_z0,
     sample,
     training_scheduler,
@@ -113,12 +114,34 @@ def test_the_exact_target_implies_the_clean_latent(kind):
     torch.testing.assert_close(predicted_z0(sched, exact, z_t, t), z0, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_truncated_snr_weights_the_z0_error_by_the_clamped_snr_in_every_parameterisation(kind):
+    """An arbitrary wrong prediction: its weighted squared error equals clamp(SNR, 1, γ) times the squared error of
+    the z0 it implies, z0 and SNR written by hand from z_t = α·z_0 + σ·ε."""
+    sched = training_scheduler(DiffusionConfig(prediction_type=kind))
+    g = torch.Generator().manual_seed(0)
+    z0, noise, pred = (torch.randn(4, 3, 2, 2, generator=g) for _ in range(3))
+    t = torch.tensor([0, 40, 300, 998])
+    ab = sched.alphas_cumprod[t].double()
+    a, s = ab.sqrt().view(-1, 1, 1, 1), (1 - ab).sqrt().view(-1, 1, 1, 1)
+    z_t = a * z0 + s * noise
+    target = {"epsilon": noise, "v_prediction": a * noise - s * z0, "sample": z0}[kind]
+    z0_hat = {"epsilon": (z_t - s * pred) / a, "v_prediction": a * z_t - s * pred, "sample": pred}[kind]
+    snr = ab / (1 - ab)
+    assert snr[0] > 5 > snr[2] and snr[3] < 1  # the clamp's three regimes are all exercised
+    want = snr.clamp(1, 5) * (z0_hat - z0).pow(2).flatten(1).mean(1)
+    got = loss_weights(sched, t, 5.0).double() * (pred - target).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"prediction_type": "x0"}, "prediction_type"),
         ({"timestep_spacing": "even"}, "timestep_spacing"),
         ({"zero_terminal_snr": True}, "zero_terminal_snr"),
+        ({"loss_weighting": "min_snr"}, "loss_weighting"),
+        ({"snr_gamma": 0.5}, "snr_gamma"),
     ],
 )
 def test_bad_diffusion_settings_are_named(kwargs, message):

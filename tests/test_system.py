@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from igr.system import IGRSystem
@@ -338,3 +339,28 @@ def test_gradient_clipping_has_one_place():
     for name in ("coarse", "finetune", "demo", "demo_finetune"):
         assert OmegaConf.load(CONFIG_DIR / "experiment" / f"{name}.yaml").trainer.gradient_clip_val == 1.0, name
     assert IGRSystem(optim={"lr": 1e-4, "max_grad_norm": 1.0}).optim.lr == 1e-4
+
+
+def test_truncated_snr_weighting_scales_each_sample_s_loss_by_its_clamped_snr(batch):
+    """One sample at a time, same weights, same draws: the weighted loss is the plain one times clamp(SNR(t), 1, γ),
+    with SNR from the schedule by hand (z0-prediction, so no change of units)."""
+    from igr.system import Draws
+
+    diffusion = {"prediction_type": "sample", "loss_weighting": "none"}
+    torch.manual_seed(0)
+    plain = IGRSystem(diffusion=diffusion)
+    torch.manual_seed(0)
+    weighted = IGRSystem(diffusion={**diffusion, "loss_weighting": "truncated_snr", "snr_gamma": 5.0})
+    one = {k: v[:1] for k, v in batch.items()}
+    ab = plain.noise_scheduler.alphas_cumprod
+    for t in (20, 150, 700):
+        snr = float(ab[t] / (1 - ab[t]))
+        noise = torch.randn(plain.model.latent_shape(1), generator=torch.Generator().manual_seed(t))
+        draws = Draws(torch.tensor([True]), noise, torch.tensor([t]))
+        for system in (plain, weighted):
+            system.draw = lambda b, shape, device, generator, d=draws: d
+        with torch.no_grad():
+            # the same generator for the VAE's posterior sample in both
+            losses = [s.diffusion_loss(one, generator=torch.Generator().manual_seed(1)) for s in (weighted, plain)]
+            ratio = (losses[0] / losses[1]).item()
+        assert ratio == pytest.approx(min(max(snr, 1.0), 5.0), rel=1e-4), t
