@@ -247,10 +247,11 @@ class IGRSystem(L.LightningModule):
         for part, module in (("garmnet", self.model.garmnet), ("denoiser", self.model.denoiser)):
             if module is None:
                 continue
-            for name, p in module.unet.named_parameters():
+            # the whole module, as trainable_parameters() takes it: a parameter outside .unet still gets a group
+            for name, p in module.named_parameters():
                 if p.requires_grad:
-                    key = "adapter" if part == "denoiser" and adapter.is_adapter_parameter(name) else part
-                    parts.setdefault(key, []).append(p)
+                    in_adapter = part == "denoiser" and adapter.is_adapter_parameter(name.removeprefix("unet."))
+                    parts.setdefault("adapter" if in_adapter else part, []).append(p)
         missing = sorted(set(scales) - set(parts))
         if missing:
             raise IGRError(f"optim.lr_scale: this model trains no {', '.join(missing)} parameters")
