@@ -48,7 +48,8 @@ def test_cosine_without_max_steps_and_unknown_decays_are_refused():
 
 def test_lr_scale_moves_each_part_by_its_own_learning_rate(batch):
     """AdamW's first step moves every parameter with a non-zero gradient by lr (|m/√v| = 1), so with weight decay
-    off each part's largest change is its own lr: garmnet 1e-4, the IP-Adapter 1e-2, the denoiser UNet 1e-3."""
+    off each tensor's largest change is its part's lr (garmnet 1e-4, the IP-Adapter 1e-2, the denoiser UNet 1e-3),
+    or 0 where the loss does not reach it."""
     torch.manual_seed(0)
     system = IGRSystem(optim={"lr": 1e-3, "weight_decay": 0.0, "lr_scale": {"garmnet": 0.1, "adapter": 10.0}})
     system.trainer = types.SimpleNamespace(max_steps=-1)
@@ -57,12 +58,17 @@ def test_lr_scale_moves_each_part_by_its_own_learning_rate(batch):
     before = {n: p.detach().clone() for n, p in named.items() if p.requires_grad}
     system.diffusion_loss(batch).backward()
     opt.step()
+    lrs = {"garmnet": 1e-4, "denoiser": 1e-3, "adapter": 1e-2}
     moved: dict[str, float] = {}
     for n, old in before.items():
         part = ("adapter" if ".to_k_ip." in n or ".to_v_ip." in n or "encoder_hid_proj" in n
                 else n.split(".")[0])
-        moved[part] = max(moved.get(part, 0.0), (named[n] - old).abs().max().item())
-    assert moved == pytest.approx({"garmnet": 1e-4, "denoiser": 1e-3, "adapter": 1e-2}, rel=1e-3)
+        change = (named[n] - old).abs().max().item()
+        moved[part] = max(moved.get(part, 0.0), change)
+        # every tensor the step reaches moves by its own part's lr, none by another's (Adam's ε shaves up to ~1 %
+        # off a tensor whose gradients are all tiny)
+        assert change == 0 or change == pytest.approx(lrs[part], rel=2e-2), n
+    assert moved == pytest.approx(lrs, rel=1e-3)
 
 
 def test_lr_scale_is_checked(tiny_config):
