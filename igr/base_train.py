@@ -11,6 +11,9 @@ SD does for classifier-free guidance — in the diffusion parameterisation the l
 autoencoder they use. It is written as a diffusers folder (``unet/``, ``text_encoder/``, ``vae/``) that
 ``model.sd_path`` loads exactly as the paper's runs load SD1.5; the text encoder is written too, so the prompt
 embeddings the UNet learnt are the ones the later stages encode.
+
+t is drawn uniformly, as SD1.5 was trained: ``diffusion.timestep_bias`` belongs to IGR's own stages (the coarse
+training and the fine-tune), and the demo measured it on a uniformly trained base (docs/tiny-world.md, round 11).
 """
 
 from __future__ import annotations
@@ -98,6 +101,9 @@ def train_tiny_base(
     if steps < 1 or batch_size < 2:
         raise IGRError(f"train-base: --steps {steps} must be ≥ 1 and --batch-size {batch_size} ≥ 2")
     diffusion = diffusion or DiffusionConfig()
+    if diffusion.timestep_bias != "none":
+        print(f"train-base: t uniform, as SD1.5 was trained (diffusion.timestep_bias={diffusion.timestep_bias} "
+              "applies to the coarse and fine-tune stages only)", flush=True)
     torch.manual_seed(seed)
     vae = FrozenVAE(build_vae(config.vae, None, config.vae_path))
     unet = UNet2DConditionModel(**config.unet).train()

@@ -46,6 +46,13 @@ class DiffusionConfig:
     # where a z0-predicting model may lose the detail it is given, count up to snr_gamma times more.
     loss_weighting: str = _paper("diffusion", "loss_weighting")
     snr_gamma: float = _paper("diffusion", "snr_gamma")
+    # Which t the training draws: "none" = uniform over the training timesteps (SD1.5's, so the paper's); "later" /
+    # "earlier" = the last / first `timestep_bias_portion` of them drawn `timestep_bias_multiplier` times as often
+    # (diffusers' SDXL training script's timestep bias). A z0-model's kind and silhouette are its prediction at the
+    # largest t, the conditional mean from pure noise (docs/tiny-world.md, round 11).
+    timestep_bias: str = _paper("diffusion", "timestep_bias")
+    timestep_bias_portion: float = _paper("diffusion", "timestep_bias_portion")
+    timestep_bias_multiplier: float = _paper("diffusion", "timestep_bias_multiplier")
     garmnet_timestep: int = _paper("garmnet_timestep")
     # SD1.5's parameterisation (the paper fine-tunes SD1.5, so it keeps it). The tiny world trains from scratch
     # and may choose v-prediction on a zero-terminal-SNR schedule (Lin et al. 2024): with SD's schedule the last
@@ -59,6 +66,7 @@ class DiffusionConfig:
             "prediction_type": (self.prediction_type, ("epsilon", "v_prediction", "sample")),
             "timestep_spacing": (self.timestep_spacing, ("leading", "trailing", "linspace")),
             "loss_weighting": (self.loss_weighting, ("none", "truncated_snr")),
+            "timestep_bias": (self.timestep_bias, ("none", "later", "earlier")),
         }
         for key, (value, allowed) in checks.items():
             if value not in allowed:
@@ -68,6 +76,10 @@ class DiffusionConfig:
                 raise IGRError(f"diffusion.{key}: {getattr(self, key)} is not a probability in [0, 1]")
         if not self.snr_gamma >= 1:
             raise IGRError(f"diffusion.snr_gamma: {self.snr_gamma} must be >= 1 (the weight is clamped to [1, gamma])")
+        if not 0.0 < self.timestep_bias_portion < 1.0:
+            raise IGRError(f"diffusion.timestep_bias_portion: {self.timestep_bias_portion} must be in (0, 1)")
+        if not self.timestep_bias_multiplier > 0:
+            raise IGRError(f"diffusion.timestep_bias_multiplier: {self.timestep_bias_multiplier} must be > 0")
         if self.zero_terminal_snr and self.prediction_type == "epsilon":
             raise IGRError("diffusion.zero_terminal_snr needs prediction_type v_prediction or sample (ε is "
                            "undefined at zero SNR)")

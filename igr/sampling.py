@@ -81,6 +81,19 @@ def loss_weights(scheduler: DDPMScheduler, t: torch.Tensor, gamma: float) -> tor
     return weight.float()
 
 
+def timestep_probabilities(cfg: DiffusionConfig) -> torch.Tensor | None:
+    """(T,) probabilities of drawing each training t, or None for uniform (``timestep_bias: none``). "later" /
+    "earlier": the last / first ``round(portion · T)`` timesteps weigh ``multiplier``, the others 1."""
+    if cfg.timestep_bias == "none":
+        return None
+    n = cfg.train_timesteps
+    k = max(1, round(cfg.timestep_bias_portion * n))
+    weights = torch.ones(n, dtype=torch.float64)
+    favoured = slice(n - k, n) if cfg.timestep_bias == "later" else slice(0, k)
+    weights[favoured] = cfg.timestep_bias_multiplier
+    return weights / weights.sum()
+
+
 def predicted_z0(
     scheduler: DDPMScheduler, pred: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor
 ) -> torch.Tensor:

@@ -41,7 +41,7 @@ from igr.models import IGRModel, adapter, build_model
 from igr.models.init_weights import load_trainable_weights
 from igr.models.unet import base_unet_config
 from igr.models.vae import effective_config
-from igr.sampling import loss_weights, training_scheduler, training_target
+from igr.sampling import loss_weights, timestep_probabilities, training_scheduler, training_target
 
 __all__ = ["Draws", "IGRSystem", "load_trainable_weights"]
 
@@ -52,7 +52,7 @@ class Draws:
 
     keep: torch.Tensor  # (B,) bool: False = every condition of that sample dropped (p = diffusion.condition_drop)
     noise: torch.Tensor  # (B,C,h,w) float32 ε
-    t: torch.Tensor  # (B,) long, uniform over the training timesteps
+    t: torch.Tensor  # (B,) long, over the training timesteps (uniform unless diffusion.timestep_bias)
     keep_image: torch.Tensor | None = None  # (B,) bool: False = image embedding alone dropped (diffusion.image_drop)
 
 
@@ -103,6 +103,7 @@ class IGRSystem(L.LightningModule):
         for m in self.model.frozen_modules():
             m.requires_grad_(False)
         self.noise_scheduler = training_scheduler(self.diffusion)
+        self.timestep_probabilities = timestep_probabilities(self.diffusion)  # None: uniform t
         self.init_from = init_from
         self._init_from_missing = False
         self._init_from_applied = False
@@ -171,7 +172,10 @@ class IGRSystem(L.LightningModule):
         or None for the global RNG) and moved to ``device``: a seed draws the same numbers on any hardware."""
         keep = torch.rand(b, generator=generator) >= self.diffusion.condition_drop
         noise = torch.randn(shape, generator=generator, dtype=torch.float32)
-        t = torch.randint(0, self.diffusion.train_timesteps, (b,), generator=generator)
+        if self.timestep_probabilities is None:
+            t = torch.randint(0, self.diffusion.train_timesteps, (b,), generator=generator)
+        else:
+            t = torch.multinomial(self.timestep_probabilities, b, replacement=True, generator=generator)
         keep_image = None
         if self.diffusion.image_drop > 0:  # drawn last and only when used: image_drop 0 leaves the stream as it was
             keep_image = (torch.rand(b, generator=generator) >= self.diffusion.image_drop).to(device)

@@ -308,6 +308,44 @@ def test_drop_probabilities_outside_0_1_are_refused():
         DiffusionConfig(condition_drop=-0.1)
 
 
+
+def test_timestep_bias_draws_the_favoured_timesteps_multiplier_times_as_often():
+    """diffusion.timestep_bias: "later" with portion 0.3 and multiplier 3 draws t ≥ 700 with probability
+    0.3·3 / (0.7 + 0.3·3) = 0.5625, each favoured t equally often; "earlier" favours t < 300 the same way.
+    Catches: the bias ignored, the wrong end favoured, a portion off by its size, and a default ("none") that
+    changes the seeded stream of keep/ε/t."""
+    from igr.config import DiffusionConfig
+
+    n, cpu = 40_000, torch.device("cpu")
+    late = IGRSystem(diffusion=DiffusionConfig(timestep_bias="later", timestep_bias_portion=0.3,
+                                               timestep_bias_multiplier=3.0))
+    t = late.draw(n, (n, 1, 1, 1), cpu, torch.Generator().manual_seed(0)).t
+    assert t.dtype == torch.long and t.min() >= 0 and t.max() <= 999
+    assert abs((t >= 700).float().mean().item() - 0.5625) < 0.008  # 3σ ≈ 0.0074
+    # within each part t stays uniform: the favoured part's halves, and the rest's halves, are drawn equally
+    assert abs((t >= 850).float().mean().item() - 0.5625 / 2) < 0.007
+    assert abs((t < 350).float().mean().item() - 0.4375 / 2) < 0.007
+    early = IGRSystem(diffusion=DiffusionConfig(timestep_bias="earlier", timestep_bias_portion=0.3,
+                                                timestep_bias_multiplier=3.0))
+    t = early.draw(n, (n, 1, 1, 1), cpu, torch.Generator().manual_seed(0)).t
+    assert abs((t < 300).float().mean().item() - 0.5625) < 0.008
+    plain = IGRSystem().draw(n, (n, 1, 1, 1), cpu, torch.Generator().manual_seed(0))
+    ref = torch.Generator().manual_seed(0)
+    torch.rand(n, generator=ref), torch.randn((n, 1, 1, 1), generator=ref)  # keep, ε: drawn before t
+    assert torch.equal(plain.t, torch.randint(0, 1000, (n,), generator=ref))
+
+
+def test_timestep_bias_settings_outside_their_range_are_refused():
+    from igr.config import DiffusionConfig
+    from igr.errors import IGRError
+
+    with pytest.raises(IGRError, match="timestep_bias: 'late' is not one of none, later, earlier"):
+        DiffusionConfig(timestep_bias="late")
+    with pytest.raises(IGRError, match="timestep_bias_portion: 1.0 must be in"):
+        DiffusionConfig(timestep_bias_portion=1.0)
+    with pytest.raises(IGRError, match="timestep_bias_multiplier: 0.0 must be > 0"):
+        DiffusionConfig(timestep_bias_multiplier=0.0)
+
 # --- precision: the DeepSpeed regime on the CPU ---------------------------------------------------------------
 def test_one_step_in_the_deepspeed_bf16_regime(batch):
     """DeepSpeed casts parameters (not buffers) to bf16, Lightning casts the batch to bf16, and no autocast runs.
