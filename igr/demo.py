@@ -33,7 +33,8 @@ class Profile:
     val: int = 64
     test: int = 160
     # At lr 3e-4 (configs/experiment/demo.yaml), on the 160 test pairs: kind 69 % after 800 steps, 85 % after 1,200,
-    # 89 % after 1,500 (86 % from the 1,000-step base below), with GarmNet in use (docs/tiny-world.md, rounds 8 and 9).
+    # 89 % after 1,500 (86 % from the 1,000-step base below), with GarmNet in use (docs/tiny-world.md, rounds 8 and 9);
+    # those were with uniform t: drawing t >= 700 more often (diffusion.timestep_bias) gave 92.5 % at 1,500 (round 11).
     # 1,500 is what the 15 minutes hold since the coarse stage runs as two DDP ranks.
     coarse_steps: int = 1500
     finetune_steps: int = 200
