@@ -308,7 +308,6 @@ def test_drop_probabilities_outside_0_1_are_refused():
         DiffusionConfig(condition_drop=-0.1)
 
 
-
 def test_timestep_bias_draws_the_favoured_timesteps_multiplier_times_as_often():
     """diffusion.timestep_bias: "later" with portion 0.3 and multiplier 3 draws t ≥ 700 with probability
     0.3·3 / (0.7 + 0.3·3) = 0.5625, each favoured t equally often; "earlier" favours t < 300 the same way.
@@ -345,6 +344,7 @@ def test_timestep_bias_settings_outside_their_range_are_refused():
         DiffusionConfig(timestep_bias_portion=1.0)
     with pytest.raises(IGRError, match="timestep_bias_multiplier: 0.0 must be > 0"):
         DiffusionConfig(timestep_bias_multiplier=0.0)
+
 
 # --- precision: the DeepSpeed regime on the CPU ---------------------------------------------------------------
 def test_one_step_in_the_deepspeed_bf16_regime(batch):
