@@ -67,7 +67,8 @@ def training_target(
 
 def loss_weights(scheduler: DDPMScheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
     """Truncated-SNR weights (B,) on the squared error of the scheduler's prediction type: the z0 error weighted by
-    clamp(SNR, 1, γ), written in the prediction's own units (|ẑ0 − z0|² = |ε̂ − ε|²/SNR = |v̂ − v|²/(SNR + 1))."""
+    clamp(SNR, 1, γ), written in the prediction's own units
+    (|ẑ0 − z0|² = |ε̂ − ε|²/SNR = |v̂ − v|²/(SNR + 1))."""
     ab = scheduler.alphas_cumprod.to(t.device)[t].double()
     snr = ab / (1 - ab)
     weight = snr.clamp(1.0, gamma)

@@ -46,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="add the row 'autoencoder reconstruction of the ground truth' (the first model's VAE): its ceiling",
     )
     parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the tiny-world intervals")
-    parser.add_argument("--classifier-steps", type=int, default=CLASSIFIER_STEPS, help="training steps of the tiny-world classifier")
+    parser.add_argument(
+        "--classifier-steps", type=int, default=CLASSIFIER_STEPS, help="training steps of the tiny-world classifier"
+    )
     parser.add_argument(
         "--classifier",
         help="a tiny-world classifier saved by igr train-classifier: scored with it instead of training one here "
