@@ -45,7 +45,8 @@ class Profile:
     # in one process and 0.25 s as two ranks of 4; the per-step overhead of this tiny model does not halve. 1 where
     # stages already run side by side (demo-long's variants).
     ranks: int = 1
-    ablations: bool = False  # Table 2: w/o GarmNet (trained with the same budget) and w/o HQFT (the coarse model)
+    # Table 2: w/o GarmNet (trained with the same budget), w/o HQFT (the coarse model) and its equal-steps control
+    ablations: bool = False
     # The tiny-world metrics' classifier (igr train-classifier; its step count: igr.metrics.config.CLASSIFIER_STEPS).
     # Trained beside the base UNet, which takes longer either way.
     classifier_steps: int = CLASSIFIER_STEPS
@@ -79,13 +80,18 @@ PROFILES = {
         classifier_steps=5, bootstrap=5, clip_steps=3, base_steps=3, ranks=2,
     ),
     "default": Profile(ranks=2),  # `make demo`: the goal is <= 15 minutes on 2 cores (measured: README)
-    # `make demo-long`: the full model and the w/o-GarmNet ablation, 2,500 + 500 steps each, side by side
+    # `make demo-long`: the full model and the w/o-GarmNet ablation, 2,500 + 500 steps each, side by side; then the
+    # w/o HQFT equal-steps control's 500 steps
     "long": Profile(train=6000, coarse_steps=2500, finetune_steps=500, ablations=True, base_steps=1500),
 }
 
 MODEL_ROW = "IGR tiny (coarse + HQFT)"
 NO_GARMNET_ROW = "w/o GarmNet"
 NO_HQFT_ROW = "w/o HQFT"
+# The w/o HQFT row is the coarse model, as in the paper, so it has had fewer steps than the full model. This control
+# takes the same fine-tune (steps, lr, warm-up, EMA) on the uncurated coarse set instead of the curated one: what
+# the full model gains over it is the curation's, not the extra steps'.
+NO_HQFT_EQUAL_ROW = "w/o HQFT, equal steps (fine-tuned on the uncurated set)"
 INIT_ROW = "same model at initialisation"
 MASKED_ROW = "masked-crop baseline"
 CATEGORY_MEAN_ROW = "category-mean baseline"
@@ -203,7 +209,8 @@ def run_demo(
     run = Runner()
     t0 = time.perf_counter()
     # diagnose/: the report lists every file in it, so one left by an ablation run must not show up in a later one
-    stages = ("coarse", "finetune", "coarse-no-garmnet", "finetune-no-garmnet", "diagnose", "logs")
+    stages = ("coarse", "finetune", "coarse-no-garmnet", "finetune-no-garmnet", "finetune-uncurated", "diagnose",
+              "logs")
     for stage in stages:
         # A previous demo's run folder would make Lightning write last-v1.ckpt next to the stale last.ckpt,
         # and the next stage would start from the old weights: each demo trains in a fresh folder.
@@ -292,10 +299,18 @@ def run_demo(
         "--sd-path", str(base), "--vae-path", str(vae), "--image-encoder-path", str(clip), "--seed", "0",
         "--out", str(out_dir / "init"), "--overwrite",
     ))
-    run.parallel([*[_export_ema(stage, ckpt, folder) for _, stage, ckpt, folder in exports], init], out_dir / "logs")
+    lanes: list = [*[_export_ema(stage, ckpt, folder) for _, stage, ckpt, folder in exports], init]
+    if p.ablations:  # the equal-steps control: it needs the full model's coarse export, so it runs after the lanes
+        control, control_ckpt = _fit("fine-tune w/o HQFT, uncurated", "configs/experiment/demo_finetune.yaml",
+                                     out_dir / "finetune-uncurated", data, p.finetune_steps,
+                                     f"--model.init_from={coarse_models[0]}")
+        control_model = out_dir / "pipeline-no-hqft-equal-steps"
+        # the longest lane first: the first lane's progress bar is the one shown
+        lanes.insert(0, [control, _export_ema("export w/o HQFT, uncurated", control_ckpt, control_model)])
+    run.parallel(lanes, out_dir / "logs")
     models = [(name, folder) for name, _, _, folder in exports] + [(INIT_ROW, out_dir / "init")]
-    if p.ablations:  # w/o HQFT: the coarse model itself, as in the paper
-        models.insert(1, (NO_HQFT_ROW, coarse_models[0]))
+    if p.ablations:  # w/o HQFT: the coarse model itself, as in the paper; then its equal-steps control
+        models[1:1] = [(NO_HQFT_ROW, coarse_models[0]), (NO_HQFT_EQUAL_ROW, control_model)]
     eval_args = [arg for name, path in models for arg in ("--model", str(path), "--name", name)]
     eval_args += [
         "--baseline", "masked-crop", "--baseline", "category-mean", "--reconstruction",

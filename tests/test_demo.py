@@ -42,10 +42,17 @@ def test_demo_quick_profile_runs_every_stage_with_the_ablations(tmp_path, monkey
     _fresh_working_directory(tmp_path, monkeypatch)
     report = run_demo(str(tmp_path / "out"), str(tmp_path / "shards"), profile="quick", ablations=True)
     text = report.read_text()
-    for stage in ("coarse w/o GarmNet", "export coarse w/o GarmNet", "fine-tune w/o GarmNet", "export w/o GarmNet"):
+    for stage in ("coarse w/o GarmNet", "export coarse w/o GarmNet", "fine-tune w/o GarmNet", "export w/o GarmNet",
+                  "fine-tune w/o HQFT, uncurated", "export w/o HQFT, uncurated"):
         assert f"| {stage} |" in text, stage
     rows = json.loads((tmp_path / "out" / "metrics.json").read_text())["rows"]
-    assert {"w/o GarmNet", "w/o HQFT"} <= set(rows)
+    assert {"w/o GarmNet", "w/o HQFT", "w/o HQFT, equal steps (fine-tuned on the uncurated set)"} <= set(rows)
+    # the equal-steps control: HQFT's fine-tune from the same coarse export, on the uncurated training shards
+    out, shards = tmp_path / "out", tmp_path / "shards"
+    control = next(line for line in text.splitlines() if line.startswith("| fine-tune w/o HQFT, uncurated |"))
+    assert f"--data.train_shards={shards / 'train.json'}" in control and "shards-hqft" not in control
+    assert f"--model.init_from={out / 'pipeline-no-hqft'}`" in control
+    assert "-c configs/experiment/demo_finetune.yaml" in control
     assert "Table 2 order on SSIM: full > w/o HQFT > w/o GarmNet" in text
 
 
