@@ -43,9 +43,16 @@ class IGRCLI(LightningCLI):
 
         harden(self.trainer)
 
+    def parse_arguments(self, parser, args) -> None:
+        self._args = args  # kept for _parse_ckpt_path's second parse
+        super().parse_arguments(parser, args)
+
     def _parse_ckpt_path(self) -> None:
-        """LightningCLI's merge of a ``--ckpt_path`` file's hyper-parameters into the config, with our loader: a
-        refused payload is one line (Lightning's raises a page), and ``--trust-pickle`` is honoured."""
+        """A ``--ckpt_path`` file's hyper-parameters, read with our loader (a refused payload is one line, and
+        ``--trust-pickle`` is honoured), become the defaults of the model's arguments: a value given on the command
+        line or in a ``-c`` config wins. LightningCLI merges them over everything given instead (Lightning #20801),
+        so a resume could not change a weight path that moved or the validation guidance, and silently kept the old
+        value. (``--ckpt_path last`` is resolved when fit starts and does not read them.)"""
         from igr.export import read_checkpoint
 
         subcommand = self.config.get("subcommand")
@@ -56,9 +63,12 @@ class IGRCLI(LightningCLI):
         hparams.pop("_instantiator", None)
         if not hparams:
             return
-        if "_class_path" in hparams:
-            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
-        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        # IGRSystem's init arguments (model, diffusion, optim, sampling, init_from), parsed and checked as given
+        # ones would be, become those arguments' defaults; then the same command is parsed again over them.
+        parser = self._subcommand_parsers[subcommand]
+        merged = parser.parse_object({"model": hparams}, parser.get_defaults())
+        parser.set_defaults({f"model.{key}": merged[f"model.{key}"] for key in hparams})
+        self.config = self.parser.parse_args(self._args)
 
     def fit(self, model, datamodule=None, ckpt_path=None, weights_only=None, **kwargs) -> None:
         from igr.checkpoints import resume_checkpoint

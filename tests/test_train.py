@@ -160,6 +160,22 @@ def test_missing_weights_fail_before_training(shards, tmp_path):
     )
 
 
+def test_resume_from_a_file_keeps_what_the_command_gives_over_the_checkpoints_hparams(shards, tmp_path):
+    """``--ckpt_path FILE``: the checkpoint's hyper-parameters fill in what the command and its configs leave out,
+    and what they give wins. Catches LightningCLI's merge, which put the checkpoint's values over the command line
+    (a resume could not move a weight path or change the validation guidance, and kept the old value silently)."""
+    base = [*_demo_fit_args(shards, tmp_path, steps=1), *NO_VAL]
+    assert main([*base, "--model.sampling.guidance_scale=2.0", "--model.optim.weight_decay=0.0123"]) == 0
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert main([*base, "--trainer.max_steps=2", f"--ckpt_path={last}", "--model.sampling.guidance_scale=4.5"]) == 0
+    resumed = torch.load(last, weights_only=False)
+    assert resumed["global_step"] == 2
+    hparams = resumed["hyper_parameters"]  # what the resumed run's IGRSystem was built with
+    assert hparams["sampling"]["guidance_scale"] == 4.5  # given on the command line: wins
+    assert hparams["optim"]["weight_decay"] == 0.0123  # left out: the checkpoint's, not the default
+    assert hparams["optim"]["lr"] == 3.0e-4  # from demo.yaml in both runs
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shards, tmp_path, monkeypatch):
     from igr.system import IGRSystem
 
