@@ -161,3 +161,23 @@ def test_a_resumed_loader_draws_a_fresh_order(tmp_path):
     resumed.load_state_dict(first.state_dict())
     assert first.state_dict() == {"epoch": 3, "resumes": 0}
     assert [k for b in resumed for k in b["key"]] != keys
+
+
+def test_workers_start_from_a_forkserver_and_read_what_forked_ones_read(tmp_path):
+    """Workers are started every epoch; forked from the training process (threads: DDP's, the progress bar's)
+    one now and then hangs before it starts. Catches a loader back on the fork start method, and a dataset that
+    does not survive the trip to a forkserver worker (it is pickled there, not inherited)."""
+    write_synthetic(str(tmp_path / "s"), 16, per_shard=4)
+
+    def keys(method):
+        dm = IGRDataModule(train_shards=str(tmp_path / "s"), val_shards=str(tmp_path / "s"), image_size=(H, W),
+                           batch_size=2, num_workers=2, train_samples_per_epoch=8, worker_start_method=method)
+        dm.setup("fit")
+        loaders = dm.train_dataloader(), dm.val_dataloader()
+        assert {loader.multiprocessing_context.get_start_method() for loader in loaders} == {method}
+        return [[k for batch in loader for k in batch["key"]] for loader in loaders]
+
+    served = keys("forkserver")
+    assert served == keys("fork") and len(served[0]) == 8 and len(served[1]) == 16
+    with pytest.raises(IGRError, match="data.worker_start_method: 'threads'"):
+        IGRDataModule(train_shards=str(tmp_path / "s"), worker_start_method="threads")

@@ -6,7 +6,7 @@ import warnings
 
 import lightning as L
 
-from igr.data.pipeline import EpochLoader, ShardStream, to_float_batch
+from igr.data.pipeline import EpochLoader, ShardStream, to_float_batch, worker_context
 from igr.data.shards import resolve_shards
 from igr.data.transforms import PairedAugment
 from igr.errors import IGRError
@@ -34,6 +34,12 @@ class IGRDataModule(L.LightningDataModule):
             aspect ratio and padded, never stretched.
         batch_size: samples per batch per device.
         num_workers: DataLoader worker processes per device.
+        worker_start_method: how those workers start: ``forkserver`` (default) forks each from a
+            single-threaded server process that has imported the data pipeline once; ``fork`` forks the
+            training process itself, which holds threads (DDP's, the progress bar's) and, non-persistent
+            workers being started every epoch, now and then forks while one of them holds an interpreter
+            lock: the worker hangs before it starts and the run waits for ever (seen on Python 3.11 with
+            two DDP ranks); ``spawn`` starts a fresh interpreter per worker (slow: imports torch each epoch).
         train_samples_per_epoch: samples per training epoch over all devices (the training
             stream is endless: this only sets how often validation and checkpoints happen).
         augment: paired augmentation for training (flip; scale and shift of person + mask).
@@ -63,6 +69,7 @@ class IGRDataModule(L.LightningDataModule):
         image_size: tuple[int, int] = (1024, 768),
         batch_size: int = 8,
         num_workers: int = 4,
+        worker_start_method: str = "forkserver",
         train_samples_per_epoch: int = 10_000,
         augment: bool = True,
         hflip_p: float = 0.0,
@@ -86,12 +93,15 @@ class IGRDataModule(L.LightningDataModule):
                                 ("val_batch_size", val_batch_size, 1)):
             if value is not None and value < low:
                 raise IGRError(f"data.{key}: {value} must be >= {low}")
+        if worker_start_method not in ("forkserver", "fork", "spawn"):
+            raise IGRError(f"data.worker_start_method: '{worker_start_method}' is not forkserver, fork or spawn")
         if not (0.0 <= hflip_p <= 1.0) or scale_range[0] > scale_range[1] or scale_range[0] <= 0 or shift_frac < 0:
             raise IGRError(f"bad augmentation settings: hflip_p={hflip_p}, scale_range={scale_range}, shift_frac={shift_frac}")
         self.save_hyperparameters()
         self.train_shards, self.val_shards, self.test_shards = train_shards, val_shards, test_shards
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.batch_size, self.num_workers = batch_size, num_workers
+        self.worker_start_method = worker_start_method
         self.train_samples_per_epoch = train_samples_per_epoch
         self.augment = PairedAugment(hflip_p, tuple(scale_range), shift_frac) if augment else None
         self.mask_threshold = mask_threshold
@@ -131,8 +141,9 @@ class IGRDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, stream: ShardStream, epoch_fn=None) -> EpochLoader:
+        context = worker_context(self.worker_start_method) if self.num_workers else None
         return EpochLoader(stream, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                           persistent_workers=False, epoch_fn=epoch_fn)
+                           persistent_workers=False, epoch_fn=epoch_fn, multiprocessing_context=context)
 
     def _epoch(self):
         trainer = self.trainer

@@ -287,6 +287,22 @@ class ShardStream(IterableDataset):
                          dict(self.stats.counts, nonbinary_masks=self.stats.nonbinary_masks))
 
 
+def worker_context(method: str):
+    """The multiprocessing context DataLoader workers start from (``IGRDataModule.worker_start_method``).
+
+    ``forkserver``: workers fork from a server process that has imported this module (and torch) once and runs no
+    threads, so a worker cannot inherit a lock another thread held at the fork; starting one costs a fork and
+    unpickling the dataset, not an interpreter. Where a platform lacks it (Windows), ``spawn``."""
+    import multiprocessing as mp
+
+    if method == "forkserver" and method not in mp.get_all_start_methods():
+        method = "spawn"
+    context = mp.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload([__name__])  # read when the server starts (once per process)
+    return context
+
+
 class EpochLoader(DataLoader):
     """A DataLoader that tells its :class:`ShardStream` the epoch before each iteration.
 
