@@ -40,6 +40,8 @@ class IGRDataModule(L.LightningDataModule):
             workers being started every epoch, now and then forks while one of them holds an interpreter
             lock: the worker hangs before it starts and the run waits for ever (seen on Python 3.11 with
             two DDP ranks); ``spawn`` starts a fresh interpreter per worker (slow: imports torch each epoch).
+            As with spawn, a script of yours that iterates a loader needs the ``if __name__ == "__main__":``
+            guard (a worker imports the script's main module); ``igr fit`` and notebooks need nothing.
         train_samples_per_epoch: samples per training epoch over all devices (the training
             stream is endless: this only sets how often validation and checkpoints happen).
         augment: paired augmentation for training (flip; scale and shift of person + mask).
