@@ -29,10 +29,27 @@ def _check_setup(system, datamodule) -> None:
         raise IGRError(f"data.image_size {size} differs from model.model.resolution {tuple(cfg.resolution)}")
 
 
+def _refuse_earlier_checkpoints(trainer) -> None:
+    """A fresh fit into a run folder that already holds checkpoints would overwrite them (same names: the version
+    counter is off, igr.checkpoints.harden), e.g. ``make train-coarse`` typed again to resume."""
+    from igr.checkpoints import checkpoint_dirs
+
+    for folder in checkpoint_dirs(trainer):
+        found = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+        if found:
+            shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+            raise IGRError(
+                f"{folder}: holds checkpoints of an earlier run ({shown}) that this fresh fit would overwrite; "
+                "resume it with --ckpt_path last, or train into another --trainer.default_root_dir"
+            )
+
+
 class IGRCLI(LightningCLI):
     def before_fit(self) -> None:
         # Everything here runs before trainer.fit creates the run folder, config.yaml or a TensorBoard file.
         ckpt_path = self.config[self.config.get("subcommand") or "fit"].get("ckpt_path")
+        if ckpt_path is None:
+            _refuse_earlier_checkpoints(self.trainer)
         if self.model.init_from and ckpt_path is None:
             # A fresh fit: load init_from now, so a refused, broken or missing file fails before any run file.
             # (A resume takes its weights from the checkpoint and may not have the init_from file any more.)
@@ -116,7 +133,9 @@ def _preflight(argv: list[str]) -> None:
             "model.optim": OptimConfig,
             "model.sampling": SamplingConfig,
         }
-        top = {"model", "data", "trainer", "seed_everything", "ckpt_path", "optimizer", "lr_scheduler"}
+        # the keys LightningCLI writes into a run's config.yaml, so `igr fit -c RUN/config.yaml` repeats a run
+        top = {"model", "data", "trainer", "seed_everything", "ckpt_path", "weights_only", "optimizer",
+               "lr_scheduler"}
         for key in doc:
             if key not in top:
                 raise IGRError(f"{path}: unknown key '{key}'{_near(key, top)}")

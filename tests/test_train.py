@@ -176,6 +176,29 @@ def test_resume_from_a_file_keeps_what_the_command_gives_over_the_checkpoints_hp
     assert hparams["optim"]["lr"] == 3.0e-4  # from demo.yaml in both runs
 
 
+def test_a_fresh_fit_into_a_run_with_checkpoints_is_refused_and_the_runs_config_resumes_it(
+    shards, tmp_path, capsys
+):
+    """The same command typed again without ``--ckpt_path`` (e.g. ``make train-coarse`` after a crash) used to
+    start over and overwrite the run's checkpoints under the same names; it now fails before writing anything.
+    The run's own config.yaml is a valid ``-c`` config (it holds ``weights_only``, which our key check refused)."""
+    base = [*_demo_fit_args(shards, tmp_path, steps=1), *NO_VAL]
+    assert main(base) == 0
+    folder = tmp_path / "checkpoints"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert "last.ckpt" in before
+    capsys.readouterr()
+    assert main(base) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: {folder}: holds checkpoints of an earlier run (last.ckpt")
+    assert "--ckpt_path last" in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before, "nothing written"
+
+    (config,) = tmp_path.rglob("config.yaml")
+    assert main(["fit", "-c", str(config), "--trainer.max_steps=2", "--ckpt_path=last"]) == 0
+    assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 2
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shards, tmp_path, monkeypatch):
     from igr.system import IGRSystem
 
