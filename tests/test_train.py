@@ -185,14 +185,14 @@ def test_a_fresh_fit_into_a_run_with_checkpoints_is_refused_and_the_runs_config_
     base = [*_demo_fit_args(shards, tmp_path, steps=1), *NO_VAL]
     assert main(base) == 0
     folder = tmp_path / "checkpoints"
-    before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    assert "last.ckpt" in before
+    assert (folder / "last.ckpt").is_file()
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}  # checkpoints, config.yaml, events
     capsys.readouterr()
     assert main(base) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"error: {folder}: holds checkpoints of an earlier run (last.ckpt")
     assert "--ckpt_path last" in err
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before, "nothing written"
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before, "nothing written"
 
     (config,) = tmp_path.rglob("config.yaml")
     assert main(["fit", "-c", str(config), "--trainer.max_steps=2", "--ckpt_path=last"]) == 0
