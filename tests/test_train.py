@@ -115,6 +115,28 @@ def test_unknown_config_key_names_the_nearest_valid_key(tmp_path):
     assert proc.stderr.strip() == f"error: {bad}: unknown key 'model.optim.lrr'; did you mean lr?"
 
 
+def test_a_missing_or_malformed_config_fails_before_torch_is_imported(tmp_path):
+    """A typo in a config path, a YAML error or an unknown key in a typed section is reported in a fraction of a
+    second: `igr fit` used to import torch, Lightning and diffusers first (18.8 s here to say "not found")."""
+    bad_key, bad_yaml = tmp_path / "key.yaml", tmp_path / "yaml.yaml"
+    bad_key.write_text("model:\n  optim:\n    lrr: 0.1\n")
+    bad_yaml.write_text("model: [\n")
+    code = (
+        "import sys\nfrom igr.errors import IGRError\nfrom igr.train import main\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n        main(['-c', path])\n    except IGRError as exc:\n        print(exc)\n"
+        "print('torch' in sys.modules, 'lightning' in sys.modules)\n"
+    )
+    missing = tmp_path / "missing.yaml"
+    proc = subprocess.run([sys.executable, "-c", code, str(missing), str(bad_key), str(bad_yaml)],
+                          capture_output=True, text=True, check=True)
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == f"{missing}: config file not found"
+    assert lines[1] == f"{bad_key}: unknown key 'model.optim.lrr'; did you mean lr?"
+    assert lines[2].startswith(f"{bad_yaml}: not a readable YAML config")
+    assert lines[3] == "False False"
+
+
 def test_bad_config_value_is_one_line_naming_the_key(tmp_path):
     proc = _igr(
         "fit",
