@@ -38,12 +38,12 @@ class IGRCLI(LightningCLI):
     def before_fit(self) -> None:
         # Everything here runs before trainer.fit creates the run folder, config.yaml or a TensorBoard file.
         ckpt_path = self.config[self.config.get("subcommand") or "fit"].get("ckpt_path")
-        if ckpt_path is None:
+        if ckpt_path is None:  # a fresh fit
             _refuse_earlier_checkpoints(self.trainer)
-        if self.model.init_from and ckpt_path is None:
-            # A fresh fit: load init_from now, so a refused, broken or missing file fails before any run file.
-            # (A resume takes its weights from the checkpoint and may not have the init_from file any more.)
-            self.model.apply_init_from()
+            if self.model.init_from:
+                # Loaded now, so a refused, broken or missing file fails before any run file. (A resume takes its
+                # weights from the checkpoint and may not have the init_from file any more.)
+                self.model.apply_init_from()
         _check_setup(self.model, self.datamodule)
         self.datamodule.setup("fit")  # a missing shard path fails now, naming the key and the path
         from igr.checkpoints import harden
