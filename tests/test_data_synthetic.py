@@ -82,6 +82,20 @@ def test_mask_is_exactly_the_visible_garment():
     assert wins >= 6 and np.mean(inside) > 2 * np.mean(outside), (inside, outside)
 
 
+def test_meta_records_the_flat_targets_vertical_jitter():
+    """Catches: a flat_offset_y with the wrong sign or in supersampled pixels. The flat garment is centred and then
+    moved up or down by a few pixels that nothing in the person photo tells (docs/scripts/ssim_ceiling.py); meta.json
+    says by how much, measured here from where the garment's pixels are."""
+    offsets = []
+    for i in range(24):
+        s = generate_sample(5, "test", i, CFG)
+        rows = np.nonzero(np.abs(s.garment.astype(int) - s.garment[0, 0].astype(int)).max(-1) > 40)[0]
+        centre_shift = (rows.min() + rows.max() + 1) / 2 - s.garment.shape[0] / 2
+        assert abs(centre_shift - s.meta["flat_offset_y"]) <= 1.5, (i, centre_shift, s.meta["flat_offset_y"])
+        offsets.append(s.meta["flat_offset_y"])
+    assert set(offsets) == {-2.0, -1.0, 0.0, 1.0, 2.0}
+
+
 def test_defect_fraction_and_flags():
     cfg = SyntheticConfig(size=(64, 48), defect_fraction=0.5)
     flags = [generate_sample(9, "train", i, cfg).meta["flags"] for i in range(80)]

@@ -612,6 +612,8 @@ def generate_sample(seed: int, split: str, index: int, cfg: SyntheticConfig | No
     ox = (RW - sprite.size[0]) // 2
     oy = (RH - sprite.size[1]) // 2 + int(rng.integers(-2, 3)) * ss
     ox, oy = min(max(ox, 0), RW - sprite.size[0]), min(max(oy, 0), RH - sprite.size[1])
+    # The target's vertical jitter: nothing in the person photo tells it, so a model can only guess it (meta.json).
+    flat_offset_y = (oy - (RH - sprite.size[1]) // 2) / ss
     shadow = sprite.getchannel("A").filter(ImageFilter.GaussianBlur(2 * ss)).point(lambda v: int(v * 0.22))
     flat.paste(Image.new("RGB", sprite.size, (0, 0, 0)), (ox + ss, oy + 2 * ss), shadow)
     flat.paste(sprite, (ox, oy), sprite)
@@ -701,6 +703,7 @@ def generate_sample(seed: int, split: str, index: int, cfg: SyntheticConfig | No
                     "dominant_colour": _hex(dominant),
                     "colour_family": colour_family(dominant)},
     }
+    meta["flat_offset_y"] = flat_offset_y  # output pixels, + = down, from the centred position
     if extreme_kind:
         meta["extreme"] = extreme_kind
     if side:
