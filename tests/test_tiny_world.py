@@ -239,3 +239,30 @@ def test_demo_stages_run_with_passive_openmp(monkeypatch):
     assert stage_env()["OMP_WAIT_POLICY"] == "PASSIVE"
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     assert stage_env()["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_the_ssim_ceiling_script_redraws_each_test_pair_exactly(tmp_path):
+    """Catches: oracles that are not the test pairs' own garments (the redraw must give SSIM 1.000 before one thing
+    is changed), a pattern change that leaks into the rest of the sample, and a shift search that cannot undo a
+    shift. docs/scripts/ssim_ceiling.py is how docs/tiny-world.md's round 15 measures the tiny world's ceiling."""
+    import importlib.util
+    from pathlib import Path
+
+    from data_helpers import write_synthetic
+
+    script = Path(__file__).resolve().parents[1] / "docs" / "scripts" / "ssim_ceiling.py"
+    spec = importlib.util.spec_from_file_location("ssim_ceiling", script)
+    ceiling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ceiling)
+    write_synthetic(str(tmp_path), 6, split="test", seed=3, size=(64, 48))
+    tar = str(next(tmp_path.glob("test-*.tar")))
+    keys, garments = ceiling.read_pairs(tar, None)
+    gt = ceiling.chw(garments)
+    rows = ceiling.oracles(keys, gt, ceiling.generator_config(tar, (64, 48)))
+    assert rows["exact redraw"] == pytest.approx(1.0, abs=1e-12)
+    assert 0.3 < rows["solid"] < 0.99 and 0.3 < rows["mean colour"] < 0.99
+    assert rows["solid, shifted 0 px right, 2 px down"] < rows["solid"]
+    assert ceiling.best_shift(torch.roll(gt, (2, -1), (2, 3)), gt) == pytest.approx(1.0, abs=1e-12)
+    assert ceiling.windows(gt, gt)["edge"]["ssim"] == pytest.approx(1.0, abs=1e-9)
+    with pytest.raises(SystemExit, match="not made by this generator"):
+        ceiling.oracles(keys, gt, ceiling.SyntheticConfig(size=(64, 48), defect_fraction=0.0))
