@@ -775,6 +775,7 @@ def run_benchmark(opts: BenchOptions, log: Callable[[str], None] = _log) -> dict
         device,
         dtype,
         size,
+        model.latent_shape(1)[2:],  # (h, w): whatever the autoencoder's downsampling (8 for SD1.5, 4 in the demo)
         variants,
         plain_standalone_peak,
         train,
@@ -859,6 +860,8 @@ def attention_processors(model) -> dict[str, dict[str, bool]]:
     for part, module in parts.items():
         if module is None:
             continue
+        if not hasattr(module, "attn_processors"):
+            continue  # the tiny world's pixel-unshuffle autoencoder has no attention
         classes = {type(p) for p in module.attn_processors.values()}
         out[part] = {
             c.__name__: issubclass(c, AttnProcessor2_0) or c.__name__.endswith("2_0") for c in classes
@@ -867,7 +870,7 @@ def attention_processors(model) -> dict[str, dict[str, bool]]:
 
 
 def _report(
-    opts, cfg, device, dtype, size, variants, plain_standalone_peak, train, meter, build_seconds, processors
+    opts, cfg, device, dtype, size, latent, variants, plain_standalone_peak, train, meter, build_seconds, processors
 ):
     by = {v.name: v for v in variants}
     igr = by["igr"]
@@ -952,7 +955,7 @@ def _report(
         "threads": torch.get_num_threads(),
         "versions": library_versions(),
         "size": list(size),
-        "latent": list(cfg_latent(cfg)),
+        "latent": list(latent),
         "steps": opts.steps,
         "sampler": "ddim",
         "fast_sampler": {"name": opts.fast_sampler, "steps": opts.fast_steps},
@@ -970,11 +973,6 @@ def _report(
         "targets": targets,
         "train": train,
     }
-
-
-def cfg_latent(cfg: ModelConfig) -> tuple[int, int]:
-    factor = 2 ** (len(cfg.vae["block_out_channels"]) - 1)
-    return cfg.resolution[0] // factor, cfg.resolution[1] // factor
 
 
 # --- printing --------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from diffusers import UNet2DConditionModel
 
 from igr import bench
 from igr.cli import main
+from igr.commands.bench import SKIPPABLE
 from igr.config import CONFIG_DIR
 from igr.models.denoiser import GarmDenoiser
 from igr.models.garmfus import GarmFusSelfAttnProcessor
@@ -205,3 +206,16 @@ def test_help_lists_every_variant_without_importing_the_model():
     from igr.commands import bench as command
 
     assert set(command.SKIPPABLE) == set(bench.ALL_VARIANTS) - {"igr"}
+
+
+@pytest.mark.parametrize("size, latent", [(None, [16, 12]), ("128x96", [32, 24])])
+def test_bench_runs_the_demos_pixel_space_model(capsys, size, latent):
+    """Catches: `igr bench -c configs/model/tiny_pixel.yaml` (the model `make demo` trains) failing on its
+    attention-free pixel-unshuffle autoencoder, and a reported latent size that assumes an AutoencoderKL's
+    8-pixel (or 2-per-block) downsampling."""
+    pixel = str(CONFIG_DIR / "model" / "tiny_pixel.yaml")
+    argv = ["bench", "-c", pixel, "--steps", "1", "--repeats", "1", "--skip", ",".join(v for v in SKIPPABLE if v in bench.DEFAULT_VARIANTS), "--json"]
+    assert main(argv + (["--size", size] if size else [])) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["latent"] == latent and r["size"] == ([64, 48] if size is None else [128, 96])
+    assert set(r["attention_processors"]) == {"garmnet", "denoiser"}
