@@ -196,3 +196,25 @@ def test_the_forkserver_preloads_what_a_lightning_worker_unpickles():
     worker_context("forkserver")
     preload = forkserver._forkserver._preload_modules
     assert {"igr.data.pipeline", pl_worker_init_function.__module__} <= set(preload)
+
+
+def test_bench_data_writes_its_rows_and_machine_to_json(tmp_path, capsys):
+    """Catches: `igr bench-data --json` (where the README's data-loading figures come from) not writing a row per
+    size × workers with its throughput, or writing into a folder that does not exist instead of one error line."""
+    import json
+
+    from igr.cli import main
+
+    out = tmp_path / "data.json"
+    argv = ["bench-data", "--sizes", "64x48", "--workers", "0,1", "--samples", "16", "--num", "8", "--batch-size", "4"]
+    assert main([*argv, "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert [(row["size"], row["workers"]) for row in r["rows"]] == [("64x48", 0), ("64x48", 1)]
+    assert all(row["samples"] >= 12 and row["samples_per_s"] > 0 for row in r["rows"])
+    assert r["best_samples_per_s"]["64x48"] == max(row["samples_per_s"] for row in r["rows"])
+    assert r["cpu_count"] >= 1 and r["machine"] and r["versions"]["torch"]
+    capsys.readouterr()
+    assert main([*argv, "--json", str(tmp_path / "missing" / "data.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --json ") and "missing does not exist" in err[0], err
+    assert not (tmp_path / "missing").exists()

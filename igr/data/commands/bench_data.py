@@ -2,7 +2,8 @@
 
 Without ``--shards`` it generates a small synthetic shard set per size in a temporary folder
 (generation time is not measured), then times the training DataLoader for each worker count.
-The goal on a 2-core machine is >= 20 samples/s at 1024x768.
+The goal on a 2-core machine is >= 20 samples/s at 1024x768. ``--json PATH`` also writes every row with the
+machine it ran on (CPU, cores, load average, library versions), for figures quoted elsewhere (README).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-augment", action="store_true", help="decode only, no flip/scale/shift")
     parser.add_argument("--uint8", action="store_true",
                         help="also time transfer_uint8 batches (workers send uint8; floats are made on the device)")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows and the machine to this JSON file")
 
 
 def _make_one(job):
@@ -77,6 +79,29 @@ def measure(urls: list[str], size: tuple[int, int], workers: int, batch_size: in
             "cpu_ms_per_sample": cpu / (n + first) * 1000, "transfer_uint8": transfer_uint8}
 
 
+def _write_json(args, rows: list[dict], best: dict, load: float) -> None:
+    import json
+
+    import torch
+
+    from igr.atomic import atomic_file
+    from igr.bench import device_name, library_versions
+
+    result = {
+        "machine": device_name(torch.device("cpu")),
+        "cpu_count": os.cpu_count(),
+        "load_average": load,  # the larger of the 1-minute averages before and after: others' jobs slow the wall clock
+        "versions": library_versions(),
+        "shards": args.shards or "generated synthetic",
+        "batch_size": args.batch_size,
+        "augment": not args.no_augment,
+        "rows": rows,
+        "best_samples_per_s": best,
+    }
+    with atomic_file(args.json, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+
+
 def _children_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -96,7 +121,10 @@ def run(args) -> int:
         raise IGRError(f"--sizes/--workers: {exc}") from None
     if any(w < 0 for w in worker_counts) or args.batch_size < 1 or args.samples < 1:
         raise IGRError("--workers must be >= 0, --batch-size and --samples >= 1")
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        raise IGRError(f"--json {args.json}: folder {os.path.dirname(os.path.abspath(args.json))} does not exist")
     console = Console(highlight=False, soft_wrap=True, width=max(120, Console().width))
+    load_before = os.getloadavg()[0]
     console.print(f"CPU cores: {os.cpu_count()}, batch size {args.batch_size}, "
                   f"{'decode only' if args.no_augment else 'decode + augment'} + collate")
     table = Table("size", "workers", "transfer", "samples", "seconds", "samples/s", "CPU ms/sample",
@@ -124,7 +152,9 @@ def run(args) -> int:
     if "1024x768" in best:
         verdict = "meets" if best["1024x768"] >= 20 else "misses"
         console.print(f"1024x768: best {best['1024x768']:.1f} samples/s (wall clock), {verdict} the goal of 20 samples/s")
-    load = os.getloadavg()[0]
+    load = max(load_before, os.getloadavg()[0])
+    if args.json:
+        _write_json(args, rows, best, load)
     if load > (os.cpu_count() or 1):
         console.print(f"note: load average {load:.1f} on {os.cpu_count()} cores while measuring; the wall-clock "
                       "figures are pessimistic, the CPU cost per sample is not")
