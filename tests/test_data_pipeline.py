@@ -211,6 +211,7 @@ def test_bench_data_writes_its_rows_and_machine_to_json(tmp_path, capsys):
     r = json.loads(out.read_text())
     assert [(row["size"], row["workers"]) for row in r["rows"]] == [("64x48", 0), ("64x48", 1)]
     assert all(row["samples"] >= 12 and row["samples_per_s"] > 0 for row in r["rows"])
+    assert [row["start_method"] for row in r["rows"]] == [None, "forkserver"]  # as training starts its workers
     assert r["best_samples_per_s"]["64x48"] == max(row["samples_per_s"] for row in r["rows"])
     assert r["cpu_count"] >= 1 and r["machine"] and r["versions"]["torch"]
     capsys.readouterr()

@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-augment", action="store_true", help="decode only, no flip/scale/shift")
     parser.add_argument("--uint8", action="store_true",
                         help="also time transfer_uint8 batches (workers send uint8; floats are made on the device)")
+    parser.add_argument("--start-method", choices=("forkserver", "fork", "spawn"), default="forkserver",
+                        help="how the workers start (default forkserver, as data.worker_start_method in training)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows and the machine to this JSON file")
 
 
@@ -53,16 +55,17 @@ def _synthetic_set(root: str, size: tuple[int, int], num: int) -> list[str]:
 
 
 def measure(urls: list[str], size: tuple[int, int], workers: int, batch_size: int, samples: int,
-            augment: bool = True, transfer_uint8: bool = False) -> dict:
+            augment: bool = True, transfer_uint8: bool = False, start_method: str = "forkserver") -> dict:
     """Samples/s of the training loader over ``samples`` samples, after one warm-up batch."""
-    from igr.data.pipeline import EpochLoader, ShardStream
+    from igr.data.pipeline import EpochLoader, ShardStream, worker_context
     from igr.data.transforms import PairedAugment
 
     n_batches = max(2, samples // batch_size) + 1
     stream = ShardStream(urls, image_size=size, batch_size=batch_size, train=True, num_batches=n_batches,
                          augment=PairedAugment() if augment else None, shuffle_buffer=16, rank=0, world_size=1,
                          transfer_uint8=transfer_uint8)
-    loader = EpochLoader(stream, num_workers=workers)
+    loader = EpochLoader(stream, num_workers=workers,
+                         multiprocessing_context=worker_context(start_method) if workers else None)
     # CPU time (this process + finished workers) is measured too: on a shared machine the wall clock
     # depends on everyone else's load, the CPU cost per sample does not.
     cpu0, kids0 = time.process_time(), _children_cpu()
@@ -76,7 +79,8 @@ def measure(urls: list[str], size: tuple[int, int], workers: int, batch_size: in
     del it  # joins the workers, so their CPU time is counted
     cpu = time.process_time() - cpu0 + _children_cpu() - kids0
     return {"size": f"{size[0]}x{size[1]}", "workers": workers, "samples": n, "seconds": dt, "samples_per_s": n / dt,
-            "cpu_ms_per_sample": cpu / (n + first) * 1000, "transfer_uint8": transfer_uint8}
+            "cpu_ms_per_sample": cpu / (n + first) * 1000, "transfer_uint8": transfer_uint8,
+            "start_method": loader.multiprocessing_context.get_start_method() if workers else None}
 
 
 def _write_json(args, rows: list[dict], best: dict, load: float) -> None:
@@ -140,7 +144,7 @@ def run(args) -> int:
             for w in worker_counts:
                 for u8 in ((False, True) if args.uint8 else (False,)):
                     r = measure(urls, size, w, args.batch_size, args.samples, augment=not args.no_augment,
-                                transfer_uint8=u8)
+                                transfer_uint8=u8, start_method=args.start_method)
                     rows.append(r)
                     table.add_row(r["size"], str(w), "uint8" if u8 else "float32", str(r["samples"]),
                                   f"{r['seconds']:.2f}", f"{r['samples_per_s']:.1f}", f"{r['cpu_ms_per_sample']:.1f}",
