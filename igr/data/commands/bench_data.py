@@ -66,18 +66,25 @@ def measure(urls: list[str], size: tuple[int, int], workers: int, batch_size: in
                          transfer_uint8=transfer_uint8)
     loader = EpochLoader(stream, num_workers=workers,
                          multiprocessing_context=worker_context(start_method) if workers else None)
-    # CPU time (this process + finished workers) is measured too: on a shared machine the wall clock
-    # depends on everyone else's load, the CPU cost per sample does not.
+    # CPU time (this process + its workers) is measured too: on a shared machine the wall clock depends on everyone
+    # else's load, the CPU cost per sample does not. Workers started by a forkserver are not this process's children,
+    # so getrusage cannot see them: each worker's own CPU time is read from /proc while it runs (Linux).
     cpu0, kids0 = time.process_time(), _children_cpu()
     it = iter(loader)
+    worker_cpu: dict[int, float] = {}
     first = next(it)["person"].shape[0]  # worker start-up and the first decode are not throughput
     t0 = time.perf_counter()
     n = 0
     for batch in it:
         n += batch["person"].shape[0]
+        for w in getattr(it, "_workers", ()):  # torch's multi-process iterator keeps its worker processes here
+            seconds = _process_cpu(w.pid)
+            if seconds is not None:
+                worker_cpu[w.pid] = seconds
     dt = time.perf_counter() - t0
-    del it  # joins the workers, so their CPU time is counted
-    cpu = time.process_time() - cpu0 + _children_cpu() - kids0
+    del it  # joins the workers (their CPU time reaches getrusage if they were this process's children)
+    cpu = time.process_time() - cpu0
+    cpu += sum(worker_cpu.values()) if worker_cpu else _children_cpu() - kids0
     return {"size": f"{size[0]}x{size[1]}", "workers": workers, "samples": n, "seconds": dt, "samples_per_s": n / dt,
             "cpu_ms_per_sample": cpu / (n + first) * 1000, "transfer_uint8": transfer_uint8,
             "start_method": loader.multiprocessing_context.get_start_method() if workers else None}
@@ -104,6 +111,16 @@ def _write_json(args, rows: list[dict], best: dict, load: float) -> None:
     }
     with atomic_file(args.json, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
+
+
+def _process_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of a live process, from /proc (None where there is no /proc or it has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # the name in parentheses may hold spaces
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14 and 15)
 
 
 def _children_cpu() -> float:
