@@ -262,7 +262,8 @@ def test_the_ssim_ceiling_script_redraws_each_test_pair_exactly(tmp_path):
     assert rows["exact redraw"] == pytest.approx(1.0, abs=1e-12)
     assert 0.3 < rows["solid"] < 0.99 and 0.3 < rows["mean colour"] < 0.99
     assert rows["solid, shifted 0 px right, 2 px down"] < rows["solid"]
-    assert ceiling.best_shift(torch.roll(gt, (2, -1), (2, 3)), gt) == pytest.approx(1.0, abs=1e-12)
+    shifted, best_dy = ceiling.best_shift(torch.roll(gt, (2, -1), (2, 3)), gt)
+    assert shifted == pytest.approx(1.0, abs=1e-12) and best_dy == [-2] * len(keys)
     assert ceiling.windows(gt, gt)["edge"]["ssim"] == pytest.approx(1.0, abs=1e-9)
     with pytest.raises(SystemExit, match="not made by this generator"):
         ceiling.oracles(keys, gt, ceiling.SyntheticConfig(size=(64, 48), defect_fraction=0.0))

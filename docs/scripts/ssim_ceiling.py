@@ -16,7 +16,8 @@ SSIM against the shards' garments:
 
 With ``--model`` the pipeline's restorations (the eval's seed, so the same images as ``igr eval``) are split into
 SSIM windows over the background, over the garment's edges and inside it, and aligned to the ground truth by the
-best shift (a bound on what placement alone costs). Synthetic shards only.
+best shift (a bound on what placement alone costs), and its SSIM is split by the target's jitter. Synthetic shards
+only.
 """
 
 from __future__ import annotations
@@ -154,13 +155,32 @@ def windows(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, dict[str, float]]
     return out
 
 
-def best_shift(pred: torch.Tensor, gt: torch.Tensor, reach: int = 3) -> float:
-    """Mean over pairs of the best SSIM over shifts of up to ``reach`` px down/up and 2 px sideways."""
+def best_shift(pred: torch.Tensor, gt: torch.Tensor, reach: int = 3) -> tuple[float, list[int]]:
+    """Mean over pairs of the best SSIM over shifts of up to ``reach`` px down/up and 2 px sideways, and each pair's
+    best vertical shift (+ = down)."""
     best = torch.full((len(pred),), -1.0, dtype=torch.float64)
+    best_dy = torch.zeros(len(pred), dtype=torch.long)
     for dy in range(-reach, reach + 1):
         for dx in range(-2, 3):
-            best = torch.maximum(best, S.ssim_pinned(torch.roll(pred, (dy, dx), (2, 3)), gt))
-    return float(best.mean())
+            s = S.ssim_pinned(torch.roll(pred, (dy, dx), (2, 3)), gt)
+            best_dy[s > best] = dy
+            best = torch.maximum(best, s)
+    return float(best.mean()), best_dy.tolist()
+
+
+def by_jitter(pred: torch.Tensor, gt: torch.Tensor, best_dy: list[int], metas: list[dict]) -> dict:
+    """The model's SSIM per value of the target's vertical jitter, and how its best vertical shift follows it."""
+    per_pair = S.ssim_pinned(pred, gt).numpy()
+    jitter = np.array([m["flat_offset_y"] for m in metas])
+    return {
+        # (pairs, SSIM) per jitter; a half pixel where the garment fills the frame and its position was clamped
+        "ssim by jitter (px)": {f"{j:+g}": [int((jitter == j).sum()), float(per_pair[jitter == j].mean())]
+                                for j in sorted(set(jitter))},
+        "corr(best vertical shift, jitter)": float(np.corrcoef(best_dy, jitter)[0, 1]),
+        "best vertical shift minus jitter (px): pairs": {
+            f"{k:+g}": int(v) for k, v in zip(*np.unique(np.array(best_dy) - jitter, return_counts=True))
+        },
+    }
 
 
 def main() -> None:
@@ -176,7 +196,10 @@ def main() -> None:
     result = {"pairs": len(keys), "oracles": oracles(keys, gt, generator_config(args.shards, size))}
     if args.model:
         pred = restore(args.model, args.shards, size, args.limit)
-        result["model"] = {"ssim": ssim(pred, gt), "windows": windows(pred, gt), "best shift": best_shift(pred, gt)}
+        shifted, best_dy = best_shift(pred, gt)
+        _, metas = redraw(keys, generator_config(args.shards, size), None)
+        result["model"] = {"ssim": ssim(pred, gt), "windows": windows(pred, gt), "best shift": shifted,
+                           "jitter": by_jitter(pred, gt, best_dy, metas)}
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -188,6 +211,7 @@ def main() -> None:
         print(f"model SSIM {m['ssim']:.3f}; best shift {m['best shift']:.3f}")
         for name, w in m["windows"].items():
             print(f"  {name:<11} " + ", ".join(f"{k} {v:.3f}" for k, v in w.items()))
+        print(f"  {json.dumps(m['jitter'])}")
 
 
 if __name__ == "__main__":
