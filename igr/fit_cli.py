@@ -66,7 +66,7 @@ class IGRCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt_path or not Path(ckpt_path).is_file():
             return  # "last", "best" or a missing file: resolved (and reported) when fit starts
-        hparams = dict(read_checkpoint(ckpt_path).get("hyper_parameters") or {})  # --trust-pickle: see main()
+        hparams = dict(read_checkpoint(ckpt_path).get("hyper_parameters") or {})  # --trust-pickle: see igr.train.main
         hparams.pop("_instantiator", None)
         if not hparams:
             return

@@ -97,12 +97,13 @@ def ssim(pred: np.ndarray | torch.Tensor, gt: torch.Tensor) -> float:
     return float(S.ssim_pinned(pred, gt).mean())
 
 
-def oracles(keys: list[str], gt: torch.Tensor, cfg: SyntheticConfig) -> dict[str, float]:
-    exact, _ = redraw(keys, cfg, None)
+def oracles(keys: list[str], gt: torch.Tensor, cfg: SyntheticConfig) -> tuple[dict[str, float], list[dict]]:
+    """The oracle rows, and the pairs' meta (drawn once here; the model's analysis reads the jitter from it)."""
+    exact, metas = redraw(keys, cfg, None)
     if ssim(exact, gt) < 0.999:  # not == 1: another libjpeg may decode the shards' JPEGs a grey level apart
         raise SystemExit("error: the redrawn ground truths differ from the shards' garments: these shards were not "
                          "made by this generator with these settings (igr.data.synthetic)")
-    solid, metas = redraw(keys, cfg, "solid")
+    solid, _ = redraw(keys, cfg, "solid")
     mean, _ = redraw(keys, cfg, "mean")
     rows = {"exact redraw": ssim(exact, gt), "solid": ssim(solid, gt), "mean colour": ssim(mean, gt)}
     for sigma in (0.5, 1.0, 2.0):
@@ -118,7 +119,7 @@ def oracles(keys: list[str], gt: torch.Tensor, cfg: SyntheticConfig) -> dict[str
     rows["solid + noise of std 7 grey levels"] = ssim((chw(solid).float() + noise).round().clamp(0, 255).byte(), gt)
     centred = np.stack([np.roll(a, -round(m["flat_offset_y"]), 0) for a, m in zip(solid, metas)])
     rows["solid at the centre (the target's jitter unknown)"] = ssim(centred, gt)
-    return rows
+    return rows, metas
 
 
 def restore(model: str, shards: str, size: tuple[int, int], limit: int | None) -> torch.Tensor:
@@ -193,11 +194,11 @@ def main() -> None:
     keys, garments = read_pairs(args.shards, args.limit)
     size = garments.shape[1:3]
     gt = chw(garments)
-    result = {"pairs": len(keys), "oracles": oracles(keys, gt, generator_config(args.shards, size))}
+    rows, metas = oracles(keys, gt, generator_config(args.shards, size))
+    result = {"pairs": len(keys), "oracles": rows}
     if args.model:
         pred = restore(args.model, args.shards, size, args.limit)
         shifted, best_dy = best_shift(pred, gt)
-        _, metas = redraw(keys, generator_config(args.shards, size), None)
         result["model"] = {"ssim": ssim(pred, gt), "windows": windows(pred, gt), "best shift": shifted,
                            "jitter": by_jitter(pred, gt, best_dy, metas)}
     if args.json:
