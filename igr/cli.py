@@ -49,6 +49,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "diagnose": ("igr.commands.diagnose", "measure which conditions a model follows: GarmNet, IP-Adapter, prompt"),
     "restore": ("igr.commands.restore", "restore garments from person photos (single image or a folder)"),
     "serve": ("igr.commands.serve", "the restoration web app (Gradio) on 127.0.0.1"),
+    "bench-metrics": (
+        "igr.metrics.commands.bench_metrics",
+        "what each evaluation metric costs per test pair (SSIM, LPIPS, DISTS, FID, CLIP-FID, KID)",
+    ),
     "eval-folders": (
         "igr.metrics.commands.eval_folders",
         "score predicted images against ground truth folders",
