@@ -25,8 +25,9 @@ def run(args: argparse.Namespace, train: Callable[..., dict]) -> int:
     """``train(config, shards, out, steps=, batch_size=, lr=, seed=, overwrite=)`` → its summary, printed as JSON."""
     from igr.config import load_model_config
 
+    # train-base may take its architecture from a separate model YAML (--model) and the rest from -c
     result = train(
-        load_model_config(args.config), args.shards, args.out, steps=args.steps, batch_size=args.batch_size,
+        load_model_config(getattr(args, "model", None) or args.config), args.shards, args.out, steps=args.steps, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, overwrite=args.overwrite,
     )
     print(json.dumps(result))

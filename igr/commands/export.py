@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image-encoder-path", help="with --untrained: the frozen CLIP image encoder's weights (overrides the config)"
     )
+    parser.add_argument("--model", help="with --untrained: a model YAML replacing the config's model section")
     parser.add_argument("--seed", type=int, default=0, help="with --untrained: initialisation seed")
     parser.add_argument("--out", required=True, help="pipeline folder to write")
     parser.add_argument("--ema", action="store_true", help="export the EMA weights stored in the checkpoint")
@@ -47,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.ckpt) == bool(args.untrained):
         raise IGRError("give either a checkpoint or --untrained CONFIG_YAML")
+    if args.model and not args.untrained:
+        raise IGRError("--model goes with --untrained (a checkpoint carries its own model config)")
     if args.ckpt:
         out = export_checkpoint(
             args.ckpt, args.out, ema=args.ema, overwrite=args.overwrite, trust_pickle=args.trust_pickle
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from igr.config import load_diffusion_config, load_model_config
     from igr.models import build_model
 
-    cfg, diffusion = load_model_config(args.untrained), load_diffusion_config(args.untrained)
+    cfg, diffusion = load_model_config(args.model or args.untrained), load_diffusion_config(args.untrained)
     paths = {k: getattr(args, k) for k in ("sd_path", "vae_path", "image_encoder_path") if getattr(args, k)}
     cfg = dataclasses.replace(cfg, **paths)
     torch.manual_seed(args.seed)
