@@ -38,8 +38,16 @@ def _fresh_working_directory(tmp_path, monkeypatch) -> None:
 
 @pytest.mark.slow
 def test_demo_quick_profile_runs_every_stage_with_the_ablations(tmp_path, monkeypatch):
-    """Catches: a Table 2 row (w/o GarmNet, w/o HQFT) missing from the demo's report, or trained from the wrong stage."""
+    """Catches: a Table 2 row (w/o GarmNet, w/o HQFT) missing from the demo's report, or trained from the wrong stage;
+    and, with demo-long's knobs (its own UNet widths and eval guidance), a stage that builds the default model
+    instead of the profile's, or an eval that ignores the profile's guidance."""
+    import dataclasses
+
+    import igr.demo
+
     _fresh_working_directory(tmp_path, monkeypatch)
+    profile = dataclasses.replace(igr.demo.PROFILES["quick"], unet_channels=(16, 32), guidance=2.0)
+    monkeypatch.setitem(igr.demo.PROFILES, "quick", profile)
     report = run_demo(str(tmp_path / "out"), str(tmp_path / "shards"), profile="quick", ablations=True)
     text = report.read_text()
     for stage in ("coarse w/o GarmNet", "export coarse w/o GarmNet", "fine-tune w/o GarmNet", "export w/o GarmNet",
@@ -54,6 +62,19 @@ def test_demo_quick_profile_runs_every_stage_with_the_ablations(tmp_path, monkey
     assert f"--model.init_from={out / 'pipeline-no-hqft'}`" in control
     assert "-c configs/experiment/demo_finetune.yaml" in control
     assert "Table 2 order on SSIM: full > w/o HQFT > w/o GarmNet" in text
+    # every model the report scores has the profile's widths: the base, each trained row and the init row
+    from safetensors import safe_open
+
+    assert json.loads((out / "base" / "unet" / "config.json").read_text())["block_out_channels"] == [16, 32]
+    for folder in ("pipeline", "pipeline-no-hqft", "pipeline-no-hqft-equal-steps", "pipeline-no-garmnet", "init"):
+        files = sorted((out / folder).rglob("*.safetensors"))
+        widths = set()
+        for f in files:
+            with safe_open(str(f), "pt") as st:
+                widths |= {tuple(st.get_slice(k).get_shape()) for k in st.keys() if k.endswith("conv_in.weight")}
+        assert widths and all(w[0] == 16 for w in widths), (folder, widths)
+    evaluation = next(line for line in text.splitlines() if line.startswith("| eval |"))
+    assert "--guidance 2.0 " in evaluation and "every row restored with guidance 2.0" in text
 
 
 def test_demo_quick_profile_runs_every_stage(tmp_path, monkeypatch):
@@ -144,3 +165,30 @@ def test_a_lane_runs_its_stages_in_order_and_stops_at_a_failure(tmp_path):
                       [("slow", slow), ("after", [sys.executable, "-c", f"open({str(never)!r}, 'w')"])]],
                      tmp_path / "logs")
     assert not never.exists() and [e["stage"] for e in run.log[3:]] == ["fails", "slow"]
+
+
+def test_a_profile_with_its_own_unet_widths_writes_the_model_every_stage_reads(tmp_path, monkeypatch):
+    """Catches: demo-long's model file losing anything of configs/model/tiny_pixel.yaml but the widths (it must load
+    as the same model with wider UNets), or a default profile writing one (the default demo builds from the file)."""
+    import dataclasses
+
+    from igr.config import CONFIG_DIR, load_model_config
+    from igr.demo import PROFILES, write_model_yaml
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").symlink_to(CONFIG_DIR, target_is_directory=True)
+    assert write_model_yaml(PROFILES["default"], tmp_path / "default") is None
+    assert not (tmp_path / "default").exists()
+    path = write_model_yaml(PROFILES["long"], tmp_path / "long")
+    wide, base = load_model_config(path), load_model_config(CONFIG_DIR / "model" / "tiny_pixel.yaml")
+    assert wide.unet["block_out_channels"] == list(PROFILES["long"].unet_channels) != base.unet["block_out_channels"]
+    assert dataclasses.replace(wide, name=base.name, unet={**wide.unet, "block_out_channels": [48, 64]}) == base
+
+
+def test_export_model_override_needs_untrained(tmp_path, capsys):
+    """Catches: --model silently ignored beside a checkpoint (which carries its own model config)."""
+    from igr.cli import main
+
+    assert main(["export", str(tmp_path / "x.ckpt"), "--model", "m.yaml", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--model goes with --untrained" in err[0] and not (tmp_path / "o").exists()
