@@ -68,7 +68,8 @@ class Profile:
     keep_fraction: float | None = None
     limit: int | None = None
     # The UNets' widths per level, where a profile departs from configs/model/tiny_pixel.yaml's (48, 64): the demo
-    # writes that file with these widths to <out>/model.yaml and every stage builds its model from it.
+    # writes that file with these widths to <out>/model.yaml; train-base builds the base from it, and every later
+    # stage loads its UNets from that base (and is given the file too, so that its saved config says so).
     unet_channels: tuple[int, ...] | None = None
     # The guidance every row is restored with in the eval (None: the pipelines' own, configs/experiment/demo.yaml's)
     guidance: float | None = None
@@ -298,7 +299,9 @@ def run_demo(
     )
     frozen = [f"--model.model.sd_path={base}", f"--model.model.vae_path={vae}",
               f"--model.model.image_encoder_path={clip}"]
-    if model_yaml is not None:  # the whole model section first: the paths after it replace its nulls
+    # The UNets load from the base (sd_path), whose widths train-base took from model_yaml; passing the file too keeps
+    # each run's saved config true to the model it trains. The whole section first: the paths after it fill its nulls.
+    if model_yaml is not None:
         frozen.insert(0, f"--model.model={model_yaml}")
     rest = [f"--data.val_shards={shard_dir / 'val.json'}", f"--data.batch_size={p.batch_size // p.ranks}"]
     if p.ranks > 1:
@@ -327,8 +330,8 @@ def run_demo(
         exports.append((NO_GARMNET_ROW, "export w/o GarmNet", finetune[1][1], out_dir / "pipeline-no-garmnet"))
     init = ("export init", _igr(
         "export", "--untrained", "configs/experiment/demo.yaml",  # same model and diffusion settings as trained
-        "--sd-path", str(base), "--vae-path", str(vae), "--image-encoder-path", str(clip), "--seed", "0", *model_arg,
-        "--out", str(out_dir / "init"), "--overwrite",
+        "--sd-path", str(base), "--vae-path", str(vae), "--image-encoder-path", str(clip), "--seed", "0",
+        *model_arg, "--out", str(out_dir / "init"), "--overwrite",
     ))
     lanes: list = [*[_export_ema(stage, ckpt, folder) for _, stage, ckpt, folder in exports], init]
     if p.ablations:  # the equal-steps control: it needs the full model's coarse export, so it runs after the lanes
@@ -401,8 +404,8 @@ def _curves(out_dir: Path) -> Path | None:
     return path
 
 
-def write_demo_report(out_dir: Path, log: list[dict], total: float, profile: str, model_yaml: Path | None = None,
-                      guidance: float | None = None) -> Path:
+def write_demo_report(out_dir: Path, log: list[dict], total: float, profile: str,
+                      model_yaml: Path = Path(MODEL_YAML), guidance: float | None = None) -> Path:
     eval_dir = out_dir / "eval"
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     eval_md = (eval_dir / "report.md").read_text().split("\n", 1)[1]  # drop its title
@@ -428,13 +431,14 @@ def write_demo_report(out_dir: Path, log: list[dict], total: float, profile: str
         f"Python {platform.python_version()}, torch {torch.__version__}).",
         "",
         "This is the tiny world: a small IGR (2.7 M trainable parameters; 8.3 M with demo-long's wider UNets) "
-        "trained for minutes on procedurally drawn garments at 64×48, diffusing in pixel space through an exact autoencoder. As in the paper, GarmNet and the denoiser both "
-        "start from one pre-trained base UNet (here a tiny SD1.5 stand-in trained first, `igr train-base`). It shows "
-        "that the method learns; it says nothing about the quality of the paper-size model. Variants tried and their "
-        "figures: docs/tiny-world.md.",
+        "trained for minutes on procedurally drawn garments at 64×48, diffusing in pixel space through an exact "
+        "autoencoder. As in the paper, GarmNet and the denoiser both start from one pre-trained base UNet (here a "
+        "tiny SD1.5 stand-in trained first, `igr train-base`). It shows that the method learns; it says nothing about "
+        "the quality of the paper-size model. Variants tried and their figures: docs/tiny-world.md.",
         "",
-        *([] if model_yaml is None else [f"Model: `{model_yaml}`; every row restored with guidance "
-                                         f"{'as trained (configs/experiment/demo.yaml)' if guidance is None else guidance}.", ""]),
+        f"Model: `{model_yaml}`; every row restored with guidance "
+        f"{'as trained (configs/experiment/demo.yaml)' if guidance is None else guidance}.",
+        "",
         f"Autoencoder: exact pixel-unshuffle (patch 4); its reconstruction SSIM on the test garments is "
         f"{'–' if recon is None else f'{recon:.4f}'} (the ceiling it leaves the diffusion model).",
         "",

@@ -39,8 +39,9 @@ def _fresh_working_directory(tmp_path, monkeypatch) -> None:
 @pytest.mark.slow
 def test_demo_quick_profile_runs_every_stage_with_the_ablations(tmp_path, monkeypatch):
     """Catches: a Table 2 row (w/o GarmNet, w/o HQFT) missing from the demo's report, or trained from the wrong stage;
-    and, with demo-long's knobs (its own UNet widths and eval guidance), a stage that builds the default model
-    instead of the profile's, or an eval that ignores the profile's guidance."""
+    and, with demo-long's knobs (its own UNet widths and eval guidance), a base UNet built with the default widths
+    instead of the profile's (every later stage loads its UNets from the base), or an eval that ignores the
+    profile's guidance."""
     import dataclasses
 
     import igr.demo

@@ -26,9 +26,10 @@ def run(args: argparse.Namespace, train: Callable[..., dict]) -> int:
     from igr.config import load_model_config
 
     # train-base may take its architecture from a separate model YAML (--model) and the rest from -c
+    config = load_model_config(getattr(args, "model", None) or args.config)
     result = train(
-        load_model_config(getattr(args, "model", None) or args.config), args.shards, args.out, steps=args.steps, batch_size=args.batch_size,
-        lr=args.lr, seed=args.seed, overwrite=args.overwrite,
+        config, args.shards, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        overwrite=args.overwrite,
     )
     print(json.dumps(result))
     return 0
