@@ -42,12 +42,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the rows and the machine to this JSON file")
 
 
-def _best_seconds(fn, repeats: int) -> float:
+def _best_seconds(fn, repeats: int, device: torch.device) -> float:
+    from igr.bench import sync  # waits for the device's queued kernels (CUDA), so each time is the whole call
+
     fn()  # warm-up: first-call allocations and lazy initialisation are not the metric's cost
     best = float("inf")
     for _ in range(repeats):
+        sync(device)
         t0 = time.perf_counter()
         fn()
+        sync(device)
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -76,10 +80,10 @@ def measure(config: MetricsConfig, size: tuple[int, int], pairs: int, repeats: i
         with torch.no_grad():
             if metric in PAIRED_METRICS:
                 fn = paired_fns.get(metric) or backbone
-                seconds, per = _best_seconds(lambda fn=fn: fn(pred, gt), repeats) / pairs, "pair"
+                seconds, per = _best_seconds(lambda fn=fn: fn(pred, gt), repeats, device) / pairs, "pair"
             else:  # a set metric: its extractor reads the prediction and the ground truth of every pair
                 if key not in extractor_s:  # FID and KID share the Inception features: timed and counted once
-                    extractor_s[key] = _best_seconds(lambda b=backbone: b(pred), repeats) / pairs * 2
+                    extractor_s[key] = _best_seconds(lambda b=backbone: b(pred), repeats, device) / pairs * 2
                 seconds, per = extractor_s[key], "pair (2 images)"
         rows.append({"metric": metric, "backbone": key, "weights": weights, "s_per_pair": seconds, "per": per,
                      "shared": key is not None and any(r["backbone"] == key for r in rows)})
