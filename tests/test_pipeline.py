@@ -272,9 +272,7 @@ def test_pipeline_equals_the_model_restore_and_the_uncached_two_branch_reference
     ref = restore_reference(pipe.model, person, mask, ["upper"], z, num_inference_steps=3, guidance_scale=2.0)
     for _ in range(2):  # the second call reads the cache
         out = pipe(**_args(), guidance_scale=2.0, latents=z, output_type="pt").images
-        # float32 rounding only: the reference runs both branches as one batch of 2 (1.3e-6 apart seen on a busy
-        # 2-core machine); a wrong cache or loop differs by orders of magnitude more
-        torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+        torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
     model_out = pipe.model.restore(person, mask, ["upper"], 3, guidance_scale=2.0, latents=z)
     torch.testing.assert_close(model_out, ref, atol=1e-6, rtol=0)
 
