@@ -21,7 +21,7 @@ def test_bench_metrics_times_each_metric_once_per_extractor_and_labels_random_we
                                       "metrics": ["ssim", "lpips", "fid", "kid"]}))
     out = tmp_path / "bench.json"
     argv = ["bench-metrics", "-c", str(config), "--size", "96x64", "--pairs", "2", "--repeats", "1",
-            "--test-pairs", "40", "--threads", "1"]
+            "--test-pairs", "40"]  # no --threads: it would set torch's thread count for every later test
     assert main([*argv, "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     rows = {row["metric"]: row for row in r["rows"]}
