@@ -91,26 +91,12 @@ def measure(urls: list[str], size: tuple[int, int], workers: int, batch_size: in
 
 
 def _write_json(args, rows: list[dict], best: dict, load: float) -> None:
-    import json
-
     import torch
 
-    from igr.atomic import atomic_file
-    from igr.bench import device_name, library_versions
+    from igr.bench_json import write_json_record
 
-    result = {
-        "machine": device_name(torch.device("cpu")),
-        "cpu_count": os.cpu_count(),
-        "load_average": load,  # the larger of the 1-minute averages before and after: others' jobs slow the wall clock
-        "versions": library_versions(),
-        "shards": args.shards or "generated synthetic",
-        "batch_size": args.batch_size,
-        "augment": not args.no_augment,
-        "rows": rows,
-        "best_samples_per_s": best,
-    }
-    with atomic_file(args.json, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
+    write_json_record(args.json, torch.device("cpu"), load, shards=args.shards or "generated synthetic",
+                      batch_size=args.batch_size, augment=not args.no_augment, rows=rows, best_samples_per_s=best)
 
 
 def _process_cpu(pid: int) -> float | None:
@@ -142,8 +128,9 @@ def run(args) -> int:
         raise IGRError(f"--sizes/--workers: {exc}") from None
     if any(w < 0 for w in worker_counts) or args.batch_size < 1 or args.samples < 1:
         raise IGRError("--workers must be >= 0, --batch-size and --samples >= 1")
-    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
-        raise IGRError(f"--json {args.json}: folder {os.path.dirname(os.path.abspath(args.json))} does not exist")
+    from igr.bench_json import check_json_path
+
+    check_json_path(args.json)
     console = Console(highlight=False, soft_wrap=True, width=max(120, Console().width))
     load_before = os.getloadavg()[0]
     console.print(f"CPU cores: {os.cpu_count()}, batch size {args.batch_size}, "

@@ -21,6 +21,7 @@ import time
 import numpy as np
 import torch
 
+from igr.bench_json import check_json_path, write_json_record
 from igr.config import parse_size
 from igr.errors import IGRError
 from igr.metrics.config import METRIC_BACKBONE, PAIRED_METRICS, MetricsConfig
@@ -113,8 +114,7 @@ def run(args) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if args.pairs < 1 or args.repeats < 1 or args.test_pairs < 2:
         raise IGRError("--pairs and --repeats must be >= 1, --test-pairs >= 2")
-    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
-        raise IGRError(f"--json {args.json}: folder {os.path.dirname(os.path.abspath(args.json))} does not exist")
+    check_json_path(args.json)
     config = MetricsConfig.load(args.metrics_config)
     if args.device:
         config = dataclasses.replace(config, device=args.device)
@@ -124,18 +124,17 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from igr.bench import device_name, library_versions
+    from igr.bench import device_name
 
     console = Console(highlight=False, soft_wrap=True)
     load_before = os.getloadavg()[0]
     result = measure(config, size, args.pairs, args.repeats, args.test_pairs, seed=args.seed)
-    result = {"machine": device_name(torch.device(config.device)), "cpu_count": os.cpu_count(),
-              "load_average": max(load_before, os.getloadavg()[0]), "versions": library_versions(), **result}
+    load = max(load_before, os.getloadavg()[0])
     table = Table("metric", "backbone", "weights", "seconds", "per")
     for r in result["rows"]:
         seconds = f"{r['s_per_pair']:.3f}" + (" (shared)" if r["shared"] else "")
         table.add_row(r["metric"], r["backbone"] or "-", r["weights"], seconds, r["per"])
-    console.print(f"{result['machine']}, {result['size']}, {args.pairs} pairs per batch")
+    console.print(f"{device_name(torch.device(config.device))}, {result['size']}, {args.pairs} pairs per batch")
     console.print(table)
     for s in result["set_statistics"]:
         console.print(f"{s['statistic']} distance on {s['n']} x {s['features']} {s['backbone']} features: "
@@ -147,10 +146,5 @@ def run(args) -> int:
         console.print("random-init: that backbone's weights are not configured here; the same network with random "
                       "weights was timed (the cost does not depend on the weights; no score is reported)")
     if args.json:
-        import json
-
-        from igr.atomic import atomic_file
-
-        with atomic_file(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        write_json_record(args.json, torch.device(config.device), load, **result)
     return 0
