@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--vae-path", required=True, help="the autoencoder folder the later stages use (igr train-vae)")
     parser.add_argument("--model", help="model YAML replacing the experiment's model section (e.g. wider UNets; "
-                        "later stages then need the same: igr fit --model.model=PATH)")
+                        "later stages load their UNets from --out, so they get the same widths)")
 
 
 def run(args: argparse.Namespace) -> int:
