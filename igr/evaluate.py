@@ -34,6 +34,7 @@ PROTOCOL_SIZE = (1024, 768)
 BASELINES = ("masked-crop", "category-mean")
 RECONSTRUCTION_ROW = "autoencoder reconstruction of the ground truth"
 CEILING_ROW = "ground truth (classifier ceiling)"
+BOOTSTRAP_FILE = "bootstrap.json"  # the tiny-world rows' bootstrap values, beside metrics.json
 
 
 def _reconstruct(vae, garment_uint8: torch.Tensor, device: str) -> torch.Tensor:
@@ -64,6 +65,7 @@ def _score_tiny(tiny: dict, rows: dict, protocol: dict, resamples: int, seed: in
         row.intervals = tiny_metrics.intervals(samples)
         if name not in (reference, CEILING_ROW):
             row.difference = {"versus": reference, **tiny_metrics.paired_difference(draws[reference], draws[name])}
+    tiny["draws"] = draws  # written to bootstrap.json: any two rows can be differenced on the same resamples later
     tiny["protocol"] = {
         "num_pairs": int(len(gt)),
         **tiny["source"],
@@ -71,6 +73,31 @@ def _score_tiny(tiny: dict, rows: dict, protocol: dict, resamples: int, seed: in
         "distance_resamples": min(resamples, tiny_metrics.DISTANCE_RESAMPLES),
         "bootstrap_seed": seed,
     }
+
+
+def write_bootstrap(path: Path, draws: dict, resamples: int, seed: int) -> Path:
+    """Every tiny-world row's point values and its values on each bootstrap resample of the test pairs. All rows
+    were resampled with the same draws (one seed), so two of them can be differenced draw by draw
+    (:func:`read_bootstrap` + :func:`igr.metrics.tiny.paired_difference`) for any pair, not only against the first
+    row as metrics.json's ``difference`` is."""
+    payload = {
+        "resamples": resamples,
+        "seed": seed,
+        "rows": {name: {"point": point, "draws": samples} for name, (point, samples) in draws.items()},
+    }
+    path.write_text(json.dumps(payload) + "\n")
+    return path
+
+
+def read_bootstrap(path: str | Path) -> dict[str, tuple[dict[str, float], dict[str, list[float]]]]:
+    """{row: (point values, values per resample)}, as :func:`igr.metrics.tiny.paired_difference` takes them."""
+    if not Path(path).is_file():
+        raise IGRError(f"{path}: not found (igr eval writes it beside metrics.json when it scores tiny-world metrics)")
+    try:
+        rows = json.loads(Path(path).read_text())["rows"]
+        return {name: (r["point"], r["draws"]) for name, r in rows.items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise IGRError(f"{path}: not a bootstrap file written by igr eval ({exc})") from exc
 
 
 def masked_crop_baseline(person: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -431,6 +458,10 @@ def evaluate(
         notes=notes,
     )
     (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    if tiny is not None and "draws" in tiny:
+        paths["bootstrap"] = write_bootstrap(out / BOOTSTRAP_FILE, tiny["draws"], bootstrap_resamples, seed)
+    else:  # an overwritten folder must not keep an earlier evaluation's rows
+        (out / BOOTSTRAP_FILE).unlink(missing_ok=True)
     return {
         "paths": {k: str(v) for k, v in paths.items()},
         "timings": timings,

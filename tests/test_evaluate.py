@@ -95,12 +95,36 @@ def test_a_saved_classifier_scores_as_one_trained_in_the_evaluation(setup, train
     saved = saved["rows"]["tiny"]["paired"]
     assert {k: here[k] for k in ("kind_acc", "colour_acc", "fd_tiny", "kd_tiny")} == \
         {k: saved[k] for k in ("kind_acc", "colour_acc", "fd_tiny", "kd_tiny")}
-    protocol = json.loads((tmp_path / "e2" / "metrics.json").read_text())["tiny_protocol"]
+    metrics = json.loads((tmp_path / "e2" / "metrics.json").read_text())
+    protocol = metrics["tiny_protocol"]
     assert protocol["classifier_file"] == str(clf) and protocol["classifier_steps"] == 40
+    _check_bootstrap_file(tmp_path, metrics)
     assert main(["train-classifier", "--shards", str(train_shards), "--out", str(clf), "--steps", "2",
                  "--size", "32x24", "--overwrite"]) == 0
     with pytest.raises(IGRError, match=r"clf.safetensors: the classifier was trained on \[32, 24\] garments"):
         evaluate([("tiny", str(pipe))], str(shards), tmp_path / "e3", classifier=str(clf), **kw)
+
+
+def _check_bootstrap_file(tmp_path, metrics: dict) -> None:
+    """bootstrap.json holds the values each row's interval in metrics.json was taken from (so two rows can be
+    differenced later on the same draws); an evaluation without tiny-world metrics into the same folder removes it."""
+    import numpy as np
+
+    from igr.evaluate import read_bootstrap
+
+    draws = read_bootstrap(tmp_path / "e2" / "bootstrap.json")
+    row = next(r for r in metrics["rows"] if r["name"] == "tiny")
+    assert set(draws) == {"tiny", "ground truth (classifier ceiling)"}
+    point, samples = draws["tiny"]
+    assert point["kind_acc"] == row["paired"]["kind_acc"] and len(samples["ssim"]) == 5
+    for key in ("ssim", "kind_acc", "fd_tiny"):
+        assert row["ci95"][key] == pytest.approx([np.percentile(samples[key], 2.5), np.percentile(samples[key], 97.5)])
+    evaluate([("tiny", str(tmp_path / "pipe"))], str(tmp_path / "shards" / "test.json"), tmp_path / "e2", steps=1,
+             batch_size=4, overwrite=True)
+    assert not (tmp_path / "e2" / "bootstrap.json").exists()
+    (tmp_path / "bad.json").write_text("[]")
+    with pytest.raises(IGRError, match="bad.json: not a bootstrap file written by igr eval"):
+        read_bootstrap(tmp_path / "bad.json")
 
 
 def test_a_file_that_is_not_a_classifier_is_refused_by_name(tmp_path):
