@@ -47,15 +47,17 @@ def test_demo_quick_profile_runs_every_stage_with_the_ablations(tmp_path, monkey
     import igr.demo
 
     _fresh_working_directory(tmp_path, monkeypatch)
-    profile = dataclasses.replace(igr.demo.PROFILES["quick"], unet_channels=(16, 32), guidance=2.0)
+    profile = dataclasses.replace(igr.demo.PROFILES["quick"], unet_channels=(16, 32), guidance=2.0, paper_hqft=True)
     monkeypatch.setitem(igr.demo.PROFILES, "quick", profile)
     report = run_demo(str(tmp_path / "out"), str(tmp_path / "shards"), profile="quick", ablations=True)
     text = report.read_text()
     for stage in ("coarse w/o GarmNet", "export coarse w/o GarmNet", "fine-tune w/o GarmNet", "export w/o GarmNet",
-                  "fine-tune w/o HQFT, uncurated", "export w/o HQFT, uncurated"):
+                  "fine-tune w/o HQFT, uncurated", "export w/o HQFT, uncurated", "HQFT curation, the paper's share",
+                  "fine-tune, the paper's HQFT", "fine-tune w/o GarmNet, the paper's HQFT"):
         assert f"| {stage} |" in text, stage
     rows = json.loads((tmp_path / "out" / "metrics.json").read_text())["rows"]
-    assert {"w/o GarmNet", "w/o HQFT", "w/o HQFT, equal steps (fine-tuned on the uncurated set)"} <= set(rows)
+    paper_rows = {"IGR tiny, the paper's HQFT (t uniform, best 20 %)", "w/o GarmNet, the paper's HQFT (t uniform, best 20 %)"}
+    assert {"w/o GarmNet", "w/o HQFT", "w/o HQFT, equal steps (fine-tuned on the uncurated set)"} | paper_rows <= set(rows)
     # the equal-steps control: HQFT's fine-tune from the same coarse export, on the uncurated training shards
     out, shards = tmp_path / "out", tmp_path / "shards"
     control = next(line for line in text.splitlines() if line.startswith("| fine-tune w/o HQFT, uncurated |"))
@@ -63,6 +65,25 @@ def test_demo_quick_profile_runs_every_stage_with_the_ablations(tmp_path, monkey
     assert f"--model.init_from={out / 'pipeline-no-hqft'}`" in control
     assert "-c configs/experiment/demo_finetune.yaml" in control
     assert "Table 2 order on SSIM: full > w/o HQFT > w/o GarmNet" in text
+    # the paper's HQFT: t uniform, on the paper's share of the curated set, from each variant's coarse export
+    curation = json.loads((shards.parent / "shards-hqft-paper" / "curation-report.json").read_text())
+    assert curation["kept_fraction"] == pytest.approx(0.2, abs=0.05)
+    for stage, root, init in (("fine-tune, the paper's HQFT", "finetune-paper-hqft", "pipeline-no-hqft"),
+                              ("fine-tune w/o GarmNet, the paper's HQFT", "finetune-paper-hqft-no-garmnet",
+                               "pipeline-no-hqft-no-garmnet")):
+        line = next(x for x in text.splitlines() if x.startswith(f"| {stage} |"))
+        assert f"--model.init_from={out / init}`" in line and "shards-hqft-paper/train.json" in line
+        assert ("use_garmnet=false" in line) == ("no-garmnet" in root)
+        assert "timestep_bias: none" in (out / root / "config.yaml").read_text()
+    assert "timestep_bias: later" in (out / "finetune" / "config.yaml").read_text()
+    # Table 2 beside the paper's, per metric and set, with each neighbour's lead on the eval's bootstrap draws
+    table2 = json.loads((out / "metrics.json").read_text())["table2"]
+    assert set(table2) == {"IGR tiny (coarse + HQFT)", "IGR tiny, the paper's HQFT (t uniform, best 20 %)"}
+    paper = {e["metric"]: e for e in table2["IGR tiny, the paper's HQFT (t uniform, best 20 %)"]}
+    assert set(paper) == {"ssim", "fd_tiny", "kd_tiny"} and "## Table 2 beside the paper's" in text
+    assert all(n["difference"][1] is not None for e in paper.values() for n in e["neighbours"])
+    assert paper["ssim"]["tiny"]["w/o GarmNet"] == rows["w/o GarmNet, the paper's HQFT (t uniform, best 20 %)"]["ssim"]
+    assert "Table 2 order on fd_tiny (the paper's HQFT (t uniform, best 20 %)): full < w/o HQFT < w/o GarmNet" in text
     # every model the report scores has the profile's widths: the base, each trained row and the init row
     from safetensors import safe_open
 
@@ -121,6 +142,7 @@ def test_demo_quick_profile_runs_every_stage(tmp_path, monkeypatch):
     assert summary["autoencoder_reconstruction_ssim"] == 1.0
     assert rows["masked-crop baseline"]["fid"].startswith("n/a")  # no Inception weights here: said, not faked
     assert set(summary["goals"]) >= {"SSIM above the masked-crop baseline", "colour family right ≥ 70 %"}
+    assert summary["table2"] == {} and "Table 2 beside" not in text  # no ablation rows, nothing to set beside
     assert (out / "pipeline" / "model.yaml").is_file() and (out / "eval" / "samples.png").is_file()
 
 
@@ -193,3 +215,52 @@ def test_export_model_override_needs_untrained(tmp_path, capsys):
     assert main(["export", str(tmp_path / "x.ckpt"), "--model", "m.yaml", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--model goes with --untrained" in err[0] and not (tmp_path / "o").exists()
+
+
+def test_demo_long_trains_the_papers_hqft_from_each_coarse_export(tmp_path, monkeypatch):
+    """demo-long's stages as its Runner is given them (nothing run). Catches: the second Table 2's fine-tunes given
+    the demo's curated set or its timestep bias instead of the paper's share with t uniform, started from the wrong
+    coarse export, w/o GarmNet's trained with GarmNet, a fine-tune not followed by the export the eval scores, or its
+    rows missing from the eval."""
+    import igr.demo
+
+    lanes_seen: list[list[list[tuple[str, list[str]]]]] = []
+
+    class Recorder:
+        log: list = []
+
+        def __call__(self, stage, cmd):
+            self.parallel([(stage, cmd)])
+
+        def parallel(self, lanes, logs=None):
+            lanes_seen.append([[lane] if isinstance(lane, tuple) else list(lane) for lane in lanes])
+
+    from igr.config import CONFIG_DIR
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").symlink_to(CONFIG_DIR, target_is_directory=True)  # demo-long writes its model file
+    monkeypatch.setattr(igr.demo, "Runner", Recorder)
+    monkeypatch.setattr(igr.demo, "_shards_current", lambda *a: True)
+    monkeypatch.setattr(igr.demo, "write_demo_report", lambda *a, **k: tmp_path / "report.md")
+    igr.demo.run_demo("out", "sh", profile="long")
+    stages = {stage: " ".join(cmd) for stage_lanes in lanes_seen for lane in stage_lanes for stage, cmd in lane}
+    assert "--out sh-hqft-paper --set keep_fraction=0.2 " in stages["HQFT curation, the paper's share"]
+    for stage, init in (("fine-tune, the paper's HQFT", "out/pipeline-no-hqft"),
+                        ("fine-tune w/o GarmNet, the paper's HQFT", "out/pipeline-no-hqft-no-garmnet")):
+        cmd = stages[stage]
+        assert "--data.train_shards=sh-hqft-paper/train.json" in cmd and "--model.diffusion.timestep_bias=none" in cmd
+        assert cmd.endswith(f"--model.init_from={init}") and ("use_garmnet=false" in cmd) == ("GarmNet" in stage)
+    assert "timestep_bias" not in stages["fine-tune"] + stages["fine-tune w/o GarmNet"]
+    # each fine-tune runs after its coarse export, and its export after it, in one lane
+    lanes = [[stage for stage, _ in lane] for stage_lanes in lanes_seen for lane in stage_lanes]
+    assert ["coarse w/o GarmNet", "export coarse w/o GarmNet", "fine-tune w/o GarmNet",
+            "fine-tune w/o GarmNet, the paper's HQFT"] in lanes
+    assert ["fine-tune, the paper's HQFT", "export, the paper's HQFT"] in lanes
+    assert "finetune-paper-hqft/checkpoints/last.ckpt --out out/pipeline-paper-hqft --ema" in stages[
+        "export, the paper's HQFT"]
+    assert "finetune-paper-hqft-no-garmnet/checkpoints/last.ckpt --out out/pipeline-paper-hqft-no-garmnet --ema" in \
+        stages["export w/o GarmNet, the paper's HQFT"]
+    evaluation = stages["eval"]
+    for folder, name in (("pipeline-paper-hqft", "IGR tiny, the paper's HQFT (t uniform, best 20 %)"),
+                         ("pipeline-paper-hqft-no-garmnet", "w/o GarmNet, the paper's HQFT (t uniform, best 20 %)")):
+        assert f"--model out/{folder} --name {name} --model" in evaluation

@@ -228,6 +228,17 @@ def test_demo_goal_check():
         "Table 2 order on SSIM: full > w/o HQFT > w/o GarmNet",
     ]
     assert "SSIM ≥ masked-crop + 0.10" not in check_goals({}, "default")
+    assert not any("paper's HQFT" in text for text in goals)  # not trained: no goal for it
+    # the same orders on the second Table 2 (the paper's HQFT), against the same w/o HQFT row
+    paper = "the paper's HQFT (t uniform, best 20 %)"
+    ssim_goal, fd_goal = (f"Table 2 order on {m} ({paper}): full {r} w/o HQFT {r} w/o GarmNet"
+                          for m, r in (("SSIM", ">"), ("fd_tiny", "<")))
+    # each case differs from the demo's own rows' verdicts on one metric
+    for full, ssim_ok, fd_ok in (({"ssim": 0.56, "fd_tiny": 1.7}, True, False),
+                                 ({"ssim": 0.545, "fd_tiny": 1.2}, False, True)):
+        rows |= {f"IGR tiny, {paper}": full, f"w/o GarmNet, {paper}": {"ssim": 0.54, "fd_tiny": 1.6}}
+        goals = check_goals(rows, "long")
+        assert (goals[ssim_goal], goals[fd_goal]) == (ssim_ok, fd_ok), full
 
 
 def test_demo_stages_run_with_passive_openmp(monkeypatch):
@@ -267,3 +278,53 @@ def test_the_ssim_ceiling_script_redraws_each_test_pair_exactly(tmp_path):
     assert ceiling.windows(gt, gt)["edge"]["ssim"] == pytest.approx(1.0, abs=1e-9)
     with pytest.raises(SystemExit, match="not made by this generator"):
         ceiling.oracles(keys, gt, ceiling.SyntheticConfig(size=(64, 48), defect_fraction=0.0))
+
+
+def test_table2_beside_the_paper_ranks_each_metric_its_own_way():
+    """Catches: the paper's SSIM order taken to be its FID order (its full model is last on SSIM, first on FID),
+    a lower-is-better lead reported with the wrong sign, a neighbour's interval taken from the wrong rows or called
+    resolved when it holds 0, and a metric some row lacks compared anyway."""
+    from igr.metrics.table2 import compare, section
+
+    names = {"IGR (paper)": "full", "w/o GarmNet": "nogarm", "w/o HQFT": "nohqft"}
+    rows = {
+        "full": {"ssim": 0.45, "fd_tiny": 16.0, "kd_tiny": 0.1},
+        "nogarm": {"ssim": 0.44, "fd_tiny": 19.0, "kd_tiny": 0.3},
+        "nohqft": {"ssim": 0.43, "fd_tiny": 17.0},  # no kd_tiny: that metric is left out
+    }
+    x = [0.40, 0.45, 0.50, 0.42]  # the pairs' shared spread, which the paired differences cancel
+    draws = {
+        "full": ({"ssim": 0.45, "fd_tiny": 16.0}, {"ssim": [v + 0.01 for v in x], "fd_tiny": [15.0, 16.0, 17.0, 18.0]}),
+        "nogarm": ({"ssim": 0.44, "fd_tiny": 19.0}, {"ssim": x, "fd_tiny": [18.0, 19.0, 20.0, 21.0]}),
+        # against nogarm: −0.02 on half the draws, +0.02 on the other half, so the lead's interval holds 0
+        "nohqft": ({"ssim": 0.43, "fd_tiny": 17.0},
+                   {"ssim": [v + d for v, d in zip(x, (0.02, -0.02, 0.02, -0.02))], "fd_tiny": [16.0, 17.0, 18.0, 19.0]}),
+    }
+    entries = {e["metric"]: e for e in compare(rows, names, draws)}
+    assert set(entries) == {"ssim", "fd_tiny"}
+    ssim, fd = entries["ssim"], entries["fd_tiny"]
+    # the paper's Table 2, VITON-HD: SSIM 0.7895 / 0.7931 / 0.7984, FID 13.1425 / 15.7038 / 13.6753
+    assert ssim["paper_order"] == ["w/o HQFT", "w/o GarmNet", "IGR (paper)"]
+    assert fd["paper_metric"] == "fid" and fd["paper_order"] == ["IGR (paper)", "w/o HQFT", "w/o GarmNet"]
+    assert ssim["tiny_order"] == ["IGR (paper)", "w/o GarmNet", "w/o HQFT"] and not ssim["same_order"]
+    assert fd["tiny_order"] == ["IGR (paper)", "w/o HQFT", "w/o GarmNet"] and fd["same_order"]
+    first, second = ssim["neighbours"]
+    assert (first["better"], first["worse"], first["resolved"]) == ("IGR (paper)", "w/o GarmNet", True)
+    assert first["difference"] == pytest.approx([0.01, 0.01, 0.01])
+    assert second["difference"][0] == pytest.approx(0.01) and second["resolved"] is False
+    assert second["difference"][1] < 0 < second["difference"][2]
+    # fd_tiny is lower-is-better: full's lead over w/o HQFT is +1 on every draw, w/o HQFT's over w/o GarmNet +2
+    assert [n["difference"] for n in fd["neighbours"]] == [pytest.approx([1.0, 1.0, 1.0]), pytest.approx([2.0] * 3)]
+    assert all(n["resolved"] for n in fd["neighbours"])
+    assert compare(rows, names)[0]["neighbours"][0]["difference"][1:] == [None, None]  # no draws: no interval
+    text = "\n".join(section({"IGR tiny": list(entries.values()), "empty": []}))
+    assert "| SSIM ↑ | w/o HQFT 0.7984 > w/o GarmNet 0.7931 > full 0.7895 | full 0.450 > w/o GarmNet 0.440 > " \
+        "w/o HQFT 0.430 |" in text
+    assert "Full = IGR tiny:" in text and "Full = empty" not in text  # a set without entries is left out
+    assert "w/o GarmNet over w/o HQFT: +0.010 [" in text and "] tie |" in text
+    assert "| FID ↓ / fd_tiny ↓ | full 13.14 < w/o HQFT 13.68 < w/o GarmNet 15.70 |" in text
+    # the columns without a tiny counterpart: LPIPS ranks as FID does, CLIP-FID puts w/o GarmNet second
+    assert "VITON-HD lpips: full > w/o HQFT > w/o GarmNet" in text
+    assert "VITON-HD clip_fid: full > w/o GarmNet > w/o HQFT" in text and "VITON-HD fid:" not in text
+    # without the SSIM entry, the paper's SSIM order is listed among the others, best (highest) first
+    assert "VITON-HD ssim: w/o HQFT > w/o GarmNet > full" in "\n".join(section({"IGR tiny": [fd]}))
