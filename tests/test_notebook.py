@@ -72,6 +72,13 @@ def test_notebook_runs_on_a_pipeline_folder_and_shards(tiny_model, tmp_path, mon
         "differences": {"category-mean baseline": {"versus": "IGR tiny", "ssim": [-0.004, -0.02, 0.012],
                                                    "kind_acc": [0.55, 0.48, 0.62]}},
         "goals": {"SSIM above the category-mean baseline": False},
+        "table2": {"IGR tiny": [{  # igr.metrics.table2.compare's entries
+            "metric": "fd_tiny", "paper_metric": "fid", "higher_is_better": False,
+            "paper_order": ["IGR (paper)", "w/o HQFT", "w/o GarmNet"], "tiny_order": ["IGR (paper)", "w/o GarmNet", "w/o HQFT"],
+            "same_order": False,
+            "neighbours": [{"better": "IGR (paper)", "worse": "w/o GarmNet", "difference": [1.5, 0.5, 2.5], "resolved": True},
+                           {"better": "w/o GarmNet", "worse": "w/o HQFT", "difference": [0.2, -0.1, 0.4], "resolved": False}],
+        }]},
     }))
     text, figures = _execute(monkeypatch, IGR_MODEL_DIR=model_dir, IGR_SHARDS=shards, IGR_STEPS=2,
                              IGR_DEMO_METRICS=metrics)
@@ -80,6 +87,9 @@ def test_notebook_runs_on_a_pipeline_folder_and_shards(tiny_model, tmp_path, mon
     assert "NOT met: SSIM above the category-mean baseline" in text
     assert "IGR tiny minus each row" in text and "ssim -0.004 [-0.020,+0.012] tie" in text
     assert "kind_acc +0.550 [+0.480,+0.620]" in text and "+0.620] tie" not in text
+    assert "Table 2 beside the paper's, full = IGR tiny:" in text
+    assert "fd_tiny  paper (fid): IGR (paper) < w/o HQFT < w/o GarmNet" in text
+    assert "(IGR (paper) over w/o GarmNet +1.500; w/o GarmNet over w/o HQFT +0.200 tie)  NOT the paper's order" in text
     assert f"4 samples from {shards}" in text
     assert "RANDOM-INIT" not in text and "SYNTHETIC" not in text
     assert figures == 4  # batch, p_g crops, guidance rows, attention heat map
