@@ -574,8 +574,28 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="outputs/demo")
     parser.add_argument("--shards", default="shards/demo")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="default")
+    parser.add_argument("--figure", default=None, metavar="PNG",
+                        help="also write the sample grid here, at most 960 px wide (make demo: docs/demo-samples.png)")
+
+
+def write_figure(samples: Path, dest: Path, max_width: int = 960) -> Path:
+    """A copy of the report's sample grid small enough to commit and show in the README."""
+    from PIL import Image
+
+    from igr.atomic import atomic_file
+
+    with Image.open(samples) as im:
+        im = im.convert("RGB")
+        if im.width > max_width:  # area average: a downscale without aliasing the tiles' stripes
+            im = im.resize((max_width, round(im.height * max_width / im.width)), Image.BOX)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(dest) as f:
+            im.save(f, format="PNG", optimize=True)
+    return dest
 
 
 def run(args) -> int:
     run_demo(args.out, args.shards, args.profile)
+    if args.figure:
+        print(f"figure: {write_figure(Path(args.out) / 'eval' / 'samples.png', Path(args.figure))}")
     return 0
