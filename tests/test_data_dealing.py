@@ -1,0 +1,115 @@
+"""Every training sample is read once per pass over the set, whatever the shards, ranks, workers, epochs and resumes
+(igr.data.dealing; issue #32 item 3)."""
+
+import math
+import os
+from collections import Counter
+
+import pytest
+from data_helpers import good_sample, write_tar
+
+from igr.data.dealing import PassPlan, count_tar_samples, shard_sizes, slot_range
+from igr.data.pipeline import EpochLoader, ShardStream
+
+SIZE = (16, 12)
+# 15 shards of uneven sizes, 290 samples (a real set holds ~1000 per shard)
+SHARD_SIZES = [5, 30, 12, 25, 8, 40, 17, 3, 22, 35, 10, 28, 15, 20, 20]
+
+
+def _uneven_set(root) -> list[str]:
+    os.makedirs(root, exist_ok=True)
+    urls = []
+    for s, n in enumerate(SHARD_SIZES):
+        path = os.path.join(root, f"train-{s:06d}.tar")
+        write_tar(path, [good_sample(f"k{s}_{i}", h=SIZE[0], w=SIZE[1]) for i in range(n)])
+        urls.append(path)
+    return urls
+
+
+def _loader(urls, rank, epoch: list, *, batches, world=2, workers=3):
+    stream = ShardStream(urls, image_size=SIZE, batch_size=2, train=True, num_batches=batches, shuffle_buffer=8,
+                         rank=rank, world_size=world, seed=5)
+    return EpochLoader(stream, num_workers=workers, epoch_fn=lambda: epoch[0])  # the trainer's epoch, as Lightning's
+
+
+def test_every_sample_is_read_once_per_pass_over_epochs_ranks_workers_and_a_resume(tmp_path):
+    """2 ranks x 3 real worker processes, 15 uneven shards (290 samples), epochs of 140 samples (shorter than the
+    set), 6 epochs (2.9 passes) with a resume in the middle of the third. Catches workers that restart at the head
+    of their shards each epoch (before: 87 % of samples read at least once over 4 epochs, one read 6 times), shards
+    weighted by how they fall to slots, and a resume that does not continue where the run stopped."""
+    urls = _uneven_set(str(tmp_path / "d"))
+    total = sum(SHARD_SIZES)
+    batches = 35  # per rank per epoch: 35 x 2 samples x 2 ranks = 140 samples
+    reads: Counter = Counter()
+    epoch = [0]
+    loaders = [_loader(urls, rank, epoch, batches=batches) for rank in (0, 1)]
+    for epoch[0] in (0, 1):
+        for loader in loaders:
+            reads.update(k for b in loader for k in b["key"])
+    # epoch 2: each rank trains 13 batches, checkpoints, and the run dies
+    epoch[0] = 2
+    states = []
+    for loader in loaders:
+        it = iter(loader)
+        for _ in range(13):
+            reads.update(next(it)["key"])
+        states.append(loader.state_dict())
+        del it
+    # new processes resume from the checkpoint: the rest of epoch 2, then epochs 3 to 5
+    loaders = [_loader(urls, rank, epoch, batches=batches) for rank in (0, 1)]
+    for loader, state in zip(loaders, states):
+        loader.load_state_dict(state)
+    for epoch[0] in (2, 3, 4, 5):
+        for loader in loaders:
+            reads.update(k for b in loader for k in b["key"])
+    keys = [f"k{s}_{i}" for s, size in enumerate(SHARD_SIZES) for i in range(size)]
+    n = sum(reads.values())
+    assert n == 6 * 140 and set(reads) <= set(keys)
+    passes = n / total  # 2.9: every sample read 2 or 3 times
+    counts = Counter(reads[k] for k in keys)
+    assert min(counts) >= math.floor(passes) and max(counts) <= math.ceil(passes), counts
+
+
+def test_the_cursor_carries_across_epochs_of_one_loader(tmp_path):
+    """One loader iterated epoch after epoch (as Lightning does) deals consecutive windows: 7 epochs of 20 samples
+    over a 47-sample set (2.98 passes) read each sample 2 or 3 times."""
+    urls = _uneven_set(str(tmp_path / "d"))[:3]  # 5 + 30 + 12 = 47 samples
+    epoch = [0]
+    stream = ShardStream(urls, image_size=SIZE, batch_size=2, train=True, num_batches=10, shuffle_buffer=4,
+                         rank=0, world_size=1)
+    loader = EpochLoader(stream, num_workers=0, epoch_fn=lambda: epoch[0])
+    reads: Counter = Counter()
+    for epoch[0] in range(7):
+        reads.update(k for b in loader for k in b["key"])
+    assert len(reads) == 47 and set(reads.values()) == {2, 3}
+
+
+def test_pass_plan_covers_each_position_once_per_pass():
+    plan = PassPlan([3, 0, 5, 2], seed=1)
+    pieces = list(plan.pieces(0, 2 * plan.total))
+    seen = Counter((p.shard, i) for p in pieces for i in range(p.start, p.stop))
+    assert set(seen.values()) == {2} and len(seen) == 10
+    ends = [p.position + p.stop - p.start for p in pieces]
+    assert [p.position for p in pieces] == [0, *ends[:-1]] and ends[-1] == 20  # contiguous positions
+    # a window across passes: the passes' shard orders differ, so a sample falls in it once or twice
+    later = Counter((p.shard, i) for p in plan.pieces(4, 14) for i in range(p.start, p.stop))
+    assert sum(later.values()) == 10 and set(later.values()) <= {1, 2}
+    assert plan.order(0) != plan.order(1) or plan.order(1) != plan.order(2)  # a fresh shard order per pass
+    ranges = [slot_range(100, batch_size=2, num_batches=5, num_workers=2, rank=r, worker=w) for r in (0, 1)
+              for w in (0, 1)]
+    assert ranges == [(100, 106), (106, 110), (110, 116), (116, 120)]  # contiguous, each its worker's share
+
+
+def test_shard_sizes_from_the_index_or_the_tar_headers(tmp_path):
+    from data_helpers import write_synthetic
+
+    from igr.data.shards import resolve_shards
+    from igr.errors import IGRError
+
+    write_synthetic(str(tmp_path / "s"), 7, per_shard=3)
+    urls = resolve_shards(str(tmp_path / "s" / "train.json"))
+    assert shard_sizes(urls) == [3, 3, 1] == [count_tar_samples(u) for u in urls]
+    os.remove(tmp_path / "s" / "train.json")
+    assert shard_sizes(urls) == [3, 3, 1]
+    with pytest.raises(IGRError, match="remote training shard needs its sample count"):
+        shard_sizes(["pipe:cat /x/train-000000.tar"])
