@@ -5,9 +5,13 @@ import math
 import os
 from collections import Counter
 
+import lightning as L
 import pytest
+import torch
 from data_helpers import good_sample, write_tar
+from lightning.pytorch.callbacks import ModelCheckpoint
 
+from igr.data import IGRDataModule
 from igr.data.dealing import PassPlan, count_tar_samples, shard_sizes, slot_range
 from igr.data.pipeline import EpochLoader, ShardStream
 
@@ -113,3 +117,43 @@ def test_shard_sizes_from_the_index_or_the_tar_headers(tmp_path):
     assert shard_sizes(urls) == [3, 3, 1]
     with pytest.raises(IGRError, match="remote training shard needs its sample count"):
         shard_sizes(["pipe:cat /x/train-000000.tar"])
+
+
+class _Keys(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.keys = []
+
+    def training_step(self, batch, _):
+        self.keys += batch["key"]
+        return ((self.w - batch["person"].mean()) ** 2).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_lightning_resume_continues_the_interrupted_epoch(tmp_path):
+    """Through Lightning: a run checkpointed in the middle of an epoch and resumed trains on exactly the samples, in
+    the order, of the run that was not interrupted. Catches a loader state that is not saved in the checkpoint or
+    not restored from it (the resumed epoch then rereads its first batches and skips others)."""
+    root = tmp_path / "d"
+    os.makedirs(root)
+    for s, n in enumerate(SHARD_SIZES[:3]):  # 47 samples
+        write_tar(str(root / f"train-{s:06d}.tar"), [good_sample(f"k{s}_{i}", h=SIZE[0], w=SIZE[1]) for i in range(n)])
+
+    def fit(steps, ckpt_path=None, callbacks=()):
+        dm = IGRDataModule(train_shards=str(root), image_size=SIZE, batch_size=2, num_workers=0,
+                           train_samples_per_epoch=8, shuffle_buffer=6, seed=3)
+        module = _Keys()
+        trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, limit_val_batches=0, callbacks=list(callbacks),
+                            enable_checkpointing=bool(callbacks), default_root_dir=str(tmp_path))
+        trainer.fit(module, dm, ckpt_path=ckpt_path, weights_only=False)
+        return module.keys
+
+    whole = fit(10)  # 4 batches per epoch: 2.5 epochs
+    first = fit(6, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ck", filename="mid", every_n_train_steps=6,
+                                              save_top_k=-1)])  # dies after batch 2 of epoch 1
+    rest = fit(10, ckpt_path=str(tmp_path / "ck" / "mid.ckpt"))
+    assert len(whole) == 20 and first + rest == whole
