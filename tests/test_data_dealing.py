@@ -157,3 +157,21 @@ def test_a_lightning_resume_continues_the_interrupted_epoch(tmp_path):
                                               save_top_k=-1)])  # dies after batch 2 of epoch 1
     rest = fit(10, ckpt_path=str(tmp_path / "ck" / "mid.ckpt"))
     assert len(whole) == 20 and first + rest == whole
+
+
+def test_a_shard_is_entered_at_a_sample_by_seeking(tmp_path):
+    """A slot's range starts inside a shard: the local shard is entered by seeking (headers only) and yields what
+    reading it from the head and dropping the first samples yields, long member names (pax headers) included."""
+    from igr.data.dealing import read_shard_from, sample_offset
+    from igr.data.shards import iter_raw
+
+    path = str(tmp_path / "train-000000.tar")
+    keys = [f"k{i}" if i % 3 else f"{'long' * 30}_{i}" for i in range(7)]
+    write_tar(path, [good_sample(k, h=SIZE[0], w=SIZE[1]) for k in keys])
+    assert count_tar_samples(path) == 7 and sample_offset(path, 7) is None
+    head = list(iter_raw([path]))
+    for start in range(8):
+        got = list(read_shard_from(path, start))
+        assert [r["__key__"] for r in got] == keys[start:]
+        assert all(a == b for a, b in zip(got, head[start:]))  # every member's bytes
+    assert sample_offset(path, 3) > sample_offset(path, 2) > 0

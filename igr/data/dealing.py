@@ -14,6 +14,7 @@ and saved in checkpoints with the batches already trained, so a resumed run cont
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import re
@@ -22,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from igr.data.schema import UNREADABLE_SHARD, SkipStats
-from igr.data.shards import find_index, is_remote, read_index
+from igr.data.shards import find_index, is_remote, iter_raw, read_index, shard_error_handler
 from igr.errors import IGRError
 
 
@@ -53,6 +54,44 @@ def count_tar_samples(path: str) -> int:
             if key is not None and key != last:
                 count, last = count + 1, key
     return count
+
+
+def sample_offset(path: str, index: int) -> int | None:
+    """Byte offset in a local tar shard of sample ``index``'s first member (its extended header, if any), found from
+    the headers alone; None when the shard holds fewer samples."""
+    count, last = 0, None
+    with tarfile.open(path, "r:") as tar:
+        for member in tar:
+            if not member.isreg():
+                continue
+            key = _sample_key(member.name)
+            if key is not None and key != last:
+                if count == index:
+                    return member.offset
+                count, last = count + 1, key
+    return None
+
+
+def read_shard_from(url: str, start: int, stats: SkipStats | None = None) -> Iterator[dict]:
+    """Raw samples of one shard from its ``start``-th on. A local shard is entered by seeking to that sample, a
+    remote one is read from its head (the samples before ``start`` are read and dropped, nothing decoded)."""
+    if start == 0 or is_remote(url):
+        yield from itertools.islice(iter_raw([url], stats), start, None)
+        return
+    try:
+        offset = sample_offset(url, start)
+    except (OSError, tarfile.TarError):
+        yield from itertools.islice(iter_raw([url], stats), start, None)  # iter_raw counts the unreadable shard
+        return
+    if offset is None:
+        return
+    # webdataset pulls in torch; imported here, as igr.data.shards.iter_raw does
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    handler = shard_error_handler(stats)
+    with open(url, "rb") as f:
+        f.seek(offset)
+        yield from group_by_keys(tar_file_expander([{"url": url, "stream": f}], handler=handler), handler=handler)
 
 
 def index_sizes(specs: Sequence[str]) -> dict[str, int]:

@@ -29,7 +29,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from igr.data.dealing import PassPlan, batches_from_worker, mix, shard_sizes, slot_range, worker_share
+from igr.data.dealing import (
+    PassPlan,
+    batches_from_worker,
+    mix,
+    read_shard_from,
+    shard_sizes,
+    slot_range,
+    worker_share,
+)
 from igr.data.schema import SampleError, SkipStats, decode_sample
 from igr.data.shards import iter_raw
 from igr.data.transforms import PairedAugment
@@ -210,9 +218,8 @@ class ShardStream(IterableDataset):
     def _read(self, plan: PassPlan, start: int, stop: int | None) -> Iterator[dict]:
         """Raw samples at cursor positions ``start:stop`` (endless when ``stop`` is None), tagged with ``__pos__``."""
         for piece in plan.pieces(start, stop):
-            shard = iter_raw([self.urls[piece.shard]], self.stats)
-            # Skipping to an offset reads the tar entries before it (bytes only, nothing decoded).
-            for i, raw in enumerate(itertools.islice(shard, piece.start, piece.stop)):
+            shard = read_shard_from(self.urls[piece.shard], piece.start, self.stats)
+            for i, raw in enumerate(itertools.islice(shard, piece.stop - piece.start)):
                 raw["__pos__"] = piece.position + i
                 yield raw
 
