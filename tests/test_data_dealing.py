@@ -175,3 +175,30 @@ def test_a_shard_is_entered_at_a_sample_by_seeking(tmp_path):
         assert [r["__key__"] for r in got] == keys[start:]
         assert all(a == b for a, b in zip(got, head[start:]))  # every member's bytes
     assert sample_offset(path, 3) > sample_offset(path, 2) > 0
+
+
+def test_the_paper_scale_set_is_read_evenly_by_4_ranks_x_6_workers():
+    """The issue's simulation, on the dealing alone (no files): 61 shards of ~1000 samples (VITON-HD + DressCode),
+    4 ranks x 6 workers, batch 8, 20 epochs of 20,000 samples. Before, 64 % of samples were ever read."""
+    import random
+
+    from igr.data.dealing import worker_share
+
+    sizes = [random.Random(s).randint(900, 1000) for s in range(61)]
+    plan = PassPlan(sizes, seed=0)
+    world, workers, batch = 4, 6, 8
+    num_batches = 20_000 // world // batch
+    reads = [[0] * n for n in sizes]
+    for epoch in range(20):
+        cursor = epoch * world * num_batches * batch
+        for rank in range(world):
+            for worker in range(workers):
+                start, stop = slot_range(cursor, batch_size=batch, num_batches=num_batches, num_workers=workers,
+                                         rank=rank, worker=worker)
+                assert stop - start == worker_share(num_batches, workers, worker) * batch
+                for p in plan.pieces(start, stop):
+                    for i in range(p.start, p.stop):
+                        reads[p.shard][i] += 1
+    passes = 20 * 20_000 / plan.total
+    counts = Counter(c for shard in reads for c in shard)
+    assert min(counts) == math.floor(passes) and max(counts) == math.ceil(passes), counts

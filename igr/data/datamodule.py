@@ -56,7 +56,10 @@ class IGRDataModule(L.LightningDataModule):
         shuffle_buffer: samples held per worker for shuffling the training stream.
         val_paired: validation shards carry garments (False: ``garment`` is not loaded).
         test_paired: test shards carry garments (False for unpaired sets such as StreetTryOn).
-        seed: seed of shard order, shuffling and augmentation (per epoch, rank and worker).
+        seed: seed of the shard order (per pass over the training set), the shuffle buffer (per epoch, rank
+            and worker) and augmentation (per sample read). Each pass reads every training sample once, dealt to
+            ranks and workers (``igr.data.dealing``); a resumed fit continues the pass where it stopped. Shard
+            sizes come from the ``{split}.json`` index (local shards without one: their tar headers).
         pin_memory: pin batches in page-locked memory (faster host-to-GPU copies).
         transfer_uint8: workers send uint8 images (a quarter of the bytes) and the float32
             conversion happens after the batch reaches the device (``on_after_batch_transfer``).
