@@ -49,7 +49,7 @@ def test_rank_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     stream = ShardStream(urls, image_size=(H, W), batch_size=2, train=False)
-    keys = [k for b in stream for k in b["key"]]
+    keys = [k for b in stream.batches() for k in b["key"]]
     assert keys == ["k1_0", "k1_1", "k3_0", "k3_1"]
 
 
@@ -60,7 +60,7 @@ def test_training_order_changes_with_the_epoch_and_is_reproducible(tmp_path):
         s = ShardStream(urls, image_size=(H, W), batch_size=4, train=True, num_batches=4, shuffle_buffer=buffer,
                         rank=0, world_size=1, seed=7)
         s.set_epoch(epoch)
-        return [k for b in s for k in b["key"]]
+        return [k for b in s.batches() for k in b["key"]]
 
     assert epoch_keys(0) == epoch_keys(0)
     assert epoch_keys(0) != epoch_keys(1)
@@ -96,8 +96,8 @@ def test_datamodule_batches_follow_the_contract(tmp_path):
 def test_uint8_transfer_gives_the_same_batches_after_conversion(tmp_path):
     write_synthetic(str(tmp_path / "s"), 4, size=(H, W))
     common = dict(image_size=(H, W), batch_size=4, train=False, rank=0, world_size=1)
-    f = next(iter(ShardStream([str(tmp_path / "s" / "train-000000.tar")], **common)))
-    u = next(iter(ShardStream([str(tmp_path / "s" / "train-000000.tar")], transfer_uint8=True, **common)))
+    f = next(ShardStream([str(tmp_path / "s" / "train-000000.tar")], **common).batches())
+    u = next(ShardStream([str(tmp_path / "s" / "train-000000.tar")], transfer_uint8=True, **common).batches())
     assert u["person"].dtype == torch.uint8 and u["mask"].dtype == torch.uint8
     u = IGRDataModule(transfer_uint8=True).on_after_batch_transfer(u, 0)
     for name in ("person", "mask", "garment"):
@@ -148,20 +148,26 @@ def test_lightning_fit_with_workers(tmp_path, transfer_uint8):
     assert os.path.isdir(tmp_path / "s")
 
 
-def test_a_resumed_loader_draws_a_fresh_order(tmp_path):
+def test_a_resumed_loader_continues_where_it_stopped(tmp_path):
+    """Was: a resumed loader drew a fresh order (reseeded by a restart count), so the interrupted epoch's unread samples
+    were never read in that pass. Now the loader's state places the rest of the epoch exactly."""
     urls = write_keyed(str(tmp_path / "d"), 2, 8)
 
     def loader():
-        return EpochLoader(ShardStream(urls, image_size=(H, W), batch_size=4, train=True, num_batches=2,
-                                       shuffle_buffer=0, rank=0, world_size=1), epoch_fn=lambda: 3)
+        return EpochLoader(ShardStream(urls, image_size=(H, W), batch_size=4, train=True, num_batches=3,
+                                       shuffle_buffer=4, rank=0, world_size=1), epoch_fn=lambda: 3)
 
     first = loader()
     keys = [k for b in first for k in b["key"]]
     assert keys == [k for b in loader() for k in b["key"]]  # reproducible per epoch
+    interrupted = iter(first)
+    next(interrupted)
+    state = first.state_dict()
+    assert state == {"version": 2, "epoch": 3, "cursor": 36, "batches": 1, "world_size": 1, "num_workers": 1,
+                     "batch_size": 4, "num_batches": 3}
     resumed = loader()
-    resumed.load_state_dict(first.state_dict())
-    assert first.state_dict() == {"epoch": 3, "resumes": 0}
-    assert [k for b in resumed for k in b["key"]] != keys
+    resumed.load_state_dict(state)
+    assert [k for b in resumed for k in b["key"]] == keys[4:]
 
 
 def test_workers_start_from_a_forkserver_and_read_what_forked_ones_read(tmp_path):

@@ -94,7 +94,7 @@ def test_training_stream_survives_bad_samples(tmp_path):
     d = _broken_set(tmp_path)
     urls = [os.path.join(d, n) for n in sorted(os.listdir(d))]
     stream = ShardStream(urls, image_size=(H, W), batch_size=2, train=True, num_batches=4, rank=0, world_size=1)
-    batches = list(stream)
+    batches = list(stream.batches())
     assert len(batches) == 4
     keys = {k for b in batches for k in b["key"]}
     assert keys == {"good0", "grey_mask", "good1"}  # training requires garments: no_garment is skipped
@@ -108,4 +108,4 @@ def test_training_stream_with_nothing_usable_fails_clearly(tmp_path):
     stream = ShardStream([str(d / "train-000000.tar")], image_size=(H, W), batch_size=1, train=True,
                          num_batches=1, rank=0, world_size=1)
     with pytest.raises(RuntimeError, match="failed validation"):
-        next(iter(stream))
+        next(stream.batches())

@@ -6,12 +6,13 @@ import warnings
 
 import lightning as L
 
+from igr.data.dealing import index_sizes
 from igr.data.pipeline import EpochLoader, ShardStream, to_float_batch, worker_context
 from igr.data.shards import resolve_shards
 from igr.data.transforms import PairedAugment
 from igr.errors import IGRError
 
-# ShardStream gives each worker its exact share of the epoch's batches, so its __len__ is exact;
+# ShardStream gives each worker its exact share of the epoch's samples, so its __len__ is exact;
 # Lightning's generic caution about IterableDataset lengths does not apply.
 warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined", category=UserWarning)
 
@@ -55,7 +56,10 @@ class IGRDataModule(L.LightningDataModule):
         shuffle_buffer: samples held per worker for shuffling the training stream.
         val_paired: validation shards carry garments (False: ``garment`` is not loaded).
         test_paired: test shards carry garments (False for unpaired sets such as StreetTryOn).
-        seed: seed of shard order, shuffling and augmentation (per epoch, rank and worker).
+        seed: seed of the shard order (per pass over the training set), the shuffle buffer (per epoch, rank
+            and worker) and augmentation (per sample read). Each pass reads every training sample once, dealt to
+            ranks and workers (``igr.data.dealing``); a resumed fit continues the pass where it stopped. Shard
+            sizes come from the ``{split}.json`` index (local shards without one: their tar headers).
         pin_memory: pin batches in page-locked memory (faster host-to-GPU copies).
         transfer_uint8: workers send uint8 images (a quarter of the bytes) and the float32
             conversion happens after the batch reaches the device (``on_after_batch_transfer``).
@@ -142,14 +146,19 @@ class IGRDataModule(L.LightningDataModule):
             self._resolve("test", self.test_shards)
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, stream: ShardStream, epoch_fn=None) -> EpochLoader:
+    def _loader(self, stream: ShardStream, epoch_fn=None, progress_fn=None) -> EpochLoader:
         context = worker_context(self.worker_start_method) if self.num_workers else None
         return EpochLoader(stream, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                           persistent_workers=False, epoch_fn=epoch_fn, multiprocessing_context=context)
+                           persistent_workers=False, epoch_fn=epoch_fn, progress_fn=progress_fn,
+                           multiprocessing_context=context)
 
     def _epoch(self):
         trainer = self.trainer
         return trainer.current_epoch if trainer is not None else None
+
+    def _batches_trained(self) -> int:
+        # this epoch's training batches, as the trainer counts them (and restores them on a resume)
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def train_dataloader(self) -> EpochLoader:
         rank, world = self._rank_world()
@@ -158,8 +167,11 @@ class IGRDataModule(L.LightningDataModule):
             self._resolve("train", self.train_shards), image_size=self.image_size, batch_size=self.batch_size,
             train=True, num_batches=max(1, per_rank // self.batch_size), augment=self.augment,
             mask_threshold=self.mask_threshold, shuffle_buffer=self.shuffle_buffer, seed=self.seed,
-            rank=rank, world_size=world, transfer_uint8=self.transfer_uint8)
-        return self._loader(stream, epoch_fn=self._epoch if self.trainer is not None else None)
+            rank=rank, world_size=world, transfer_uint8=self.transfer_uint8,
+            known_sizes=index_sizes(self.train_shards.split("::")))
+        if self.trainer is None:
+            return self._loader(stream)
+        return self._loader(stream, epoch_fn=self._epoch, progress_fn=self._batches_trained)
 
     def _eval_loader(self, name: str, spec: str | None, paired: bool, max_samples: int | None) -> EpochLoader:
         rank, world = self._rank_world()
