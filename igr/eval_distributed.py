@@ -4,7 +4,8 @@ Batch ``i`` of a row (the batches one process would form: the same samples, the 
 restored by rank ``i mod N`` and sent to rank 0, which scores every batch in order exactly as a single process does.
 An image's noise comes from its sample key (:func:`igr.sampling.image_generators`) and it is restored in the very
 batch it would be in with one process, so the restored images (same operations in the same order) and therefore
-metrics.json are those of one process.
+metrics.json are those of one process (on CPUs, at the same torch thread count: spawned ranks take this process's,
+torchrun sets OMP_NUM_THREADS=1; kernels split over other numbers of threads round differently).
 
 Processes: ``igr eval --devices N`` spawns N workers itself (rank r on ``cuda:r`` or the CPU). Launched under
 torchrun (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT`` set: one or several nodes), it

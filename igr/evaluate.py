@@ -315,7 +315,7 @@ def evaluate(
     every rank but 0 returns None."""
     kwargs = {k: v for k, v in locals().items() if k not in ("devices", "baseline")}
     kwargs["baselines"] = list(dict.fromkeys([*(["masked-crop"] if baseline else []), *baselines]))
-    kwargs["device"] = device = _eval_device(device)
+    kwargs["device"] = device = _eval_device(device, workers)
     launched = torchrun_world()
     if launched is not None:
         rank, world, local_rank = launched
@@ -333,12 +333,13 @@ def evaluate(
     return _evaluate(**kwargs)
 
 
-def _eval_device(device: str) -> str:
-    """``auto`` → ``cuda`` when CUDA is available, else ``cpu``; a named device that is not there is one line."""
+def _eval_device(device: str, workers: int) -> str:
+    """``auto`` → ``cuda`` when CUDA is available (and no ``--jobs``: its workers are CPU processes), else ``cpu``;
+    a named device that is not there is one line."""
     from igr.pipeline import resolve_device
 
     if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if torch.cuda.is_available() and workers == 1 else "cpu"
     return str(resolve_device(device))
 
 
@@ -422,6 +423,8 @@ def _evaluate(
 
     out = Path(out)
     spread = spread or Spread()
+    if device.startswith("cuda:"):  # this rank's card is the current one: nothing of it lands on cuda:0
+        torch.cuda.set_device(device)
     loaded = []
     for name, path in models:
         model, sampling = load_pipeline(path, dtype=DTYPES[dtype])

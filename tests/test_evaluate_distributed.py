@@ -98,3 +98,22 @@ def test_a_rank_failing_on_bad_input_ends_the_run_with_its_line(tiny_pipeline_di
     with pytest.raises(IGRError, match="bad.json"):
         evaluate([("tiny", str(tiny_pipeline_dir))], str(tmp_path / "bad.json"), tmp_path / "e", devices=2,
                  metrics_config=ssim_only, device="cpu", steps=1)
+
+
+def test_tf32_only_while_restoring_in_float32_on_cuda():
+    """Catches: TF32 left on for the metric networks after a restoration, or turned on for bf16 or the CPU."""
+    import torch
+
+    from igr.eval_distributed import restoring
+
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with restoring("cuda:1", torch.float32):
+            assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert not torch.backends.cuda.matmul.allow_tf32
+        for device, dtype in (("cuda", torch.bfloat16), ("cpu", torch.float32)):
+            with restoring(device, dtype):
+                assert not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags

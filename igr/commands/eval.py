@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--jobs", type=int, default=1,
         help="CPU processes that restore the model rows side by side, a row each (each with the thread settings of "
         "this one, e.g. OMP_NUM_THREADS=1); every prediction is held in memory until scored, so this is for small "
-        "models. --devices splits every row instead, on GPUs too",
+        "models; --device auto then means the CPU. --devices splits every row instead, on GPUs too",
     )
     parser.add_argument("--out", default="outputs/eval", help="report folder")
     parser.add_argument("--overwrite", action="store_true")
