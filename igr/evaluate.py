@@ -329,6 +329,7 @@ def evaluate(
             return _evaluate(**kwargs, spread=spread)
     _check_arguments(**kwargs, devices=devices, rank=0)
     if devices > 1:
+        _check_files(**kwargs)
         return spawn(devices, _evaluate, kwargs)
     return _evaluate(**kwargs)
 
@@ -387,6 +388,23 @@ def _check_arguments(*, models, shards, out, unpaired_shards, real, baselines, t
         raise IGRError(f"--limit {limit}: must be ≥ 1")
     if reconstruction and not models:
         raise IGRError("--reconstruction needs a --model (its autoencoder reconstructs the ground truth)")
+
+
+def _check_files(*, models, shards, unpaired_shards, real, train_shards, classifier, metrics_config, **_) -> None:
+    """The inputs named on the command line are there, before processes are started (a rank failing later stops
+    the others, which then print a line of their own)."""
+    from igr.data.shards import resolve_shards
+    from igr.metrics import MetricsConfig
+
+    MetricsConfig.load(metrics_config)
+    for spec in (shards, unpaired_shards, real, train_shards):
+        if spec:
+            resolve_shards(spec)
+    for _, folder in models:
+        if not (Path(folder) / "model.yaml").is_file():
+            raise IGRError(f"{folder}: not a pipeline folder (no model.yaml; create one with `igr export`)")
+    if classifier and not Path(classifier).is_file():
+        raise IGRError(f"{classifier}: tiny-world classifier not found")
 
 
 def _evaluate(

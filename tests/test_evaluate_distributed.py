@@ -92,13 +92,19 @@ def test_refusals_before_any_process_starts(tiny_pipeline_dir, shards, tmp_path,
 
 
 @pytest.mark.slow
-def test_a_rank_failing_on_bad_input_ends_the_run_with_its_line(tiny_pipeline_dir, ssim_only, tmp_path):
-    """Catches: the other rank left waiting for ever, or a traceback instead of the one-line error."""
-    (tmp_path / "bad.json").write_text("{}")
-    with pytest.raises(IGRError, match="bad.json"):
-        evaluate([("tiny", str(tiny_pipeline_dir))], str(tmp_path / "bad.json"), tmp_path / "e", devices=2,
-                 metrics_config=ssim_only, device="cpu", steps=1)
+def test_a_rank_failing_on_bad_input_ends_the_run_with_its_line(tiny_pipeline_dir, shards, ssim_only, tmp_path):
+    """Catches: the other rank left waiting for ever (rank 0 fails on a file only it reads, while rank 1 sends), or
+    a traceback instead of the one-line error."""
+    import torch
+    from safetensors.torch import save_file
 
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(IGRError, match="other.safetensors: not a tiny-world classifier file"):
+        evaluate([("tiny", str(tiny_pipeline_dir))], str(shards), tmp_path / "e", devices=2, batch_size=1,
+                 classifier=str(tmp_path / "other.safetensors"), metrics_config=ssim_only, device="cpu", steps=1)
+    with pytest.raises(IGRError, match="missing.yaml: metrics config not found"):  # before any process starts
+        evaluate([("tiny", str(tiny_pipeline_dir))], str(shards), tmp_path / "e", devices=2,
+                 metrics_config=str(tmp_path / "missing.yaml"), device="cpu")
 
 def test_tf32_only_while_restoring_in_float32_on_cuda():
     """Catches: TF32 left on for the metric networks after a restoration, or turned on for bf16 or the CPU."""
