@@ -150,13 +150,15 @@ def spawn(world: int, run: Callable, kwargs: dict):
 
 @contextlib.contextmanager
 def restoring(device: str, dtype: torch.dtype):
-    """TF32 matmuls while a model restores in float32 on CUDA (the metric networks keep their own precision)."""
+    """TF32 matmuls while a model restores in float32 on CUDA (cuDNN's convolutions use TF32 by default already);
+    the metric networks keep the precision they had. Through ``set_float32_matmul_precision``: torch ≥ 2.9 raises
+    when ``allow_tf32`` is read after anything set its newer ``fp32_precision`` flags."""
     if not (str(device).startswith("cuda") and dtype == torch.float32):
         yield
         return
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+        torch.set_float32_matmul_precision(before)

@@ -112,14 +112,10 @@ def test_tf32_only_while_restoring_in_float32_on_cuda():
 
     from igr.eval_distributed import restoring
 
-    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        with restoring("cuda:1", torch.float32):
-            assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
-        assert not torch.backends.cuda.matmul.allow_tf32
-        for device, dtype in (("cuda", torch.bfloat16), ("cpu", torch.float32)):
-            with restoring(device, dtype):
-                assert not torch.backends.cuda.matmul.allow_tf32
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+    torch.set_float32_matmul_precision("highest")
+    with restoring("cuda:1", torch.float32):
+        assert torch.get_float32_matmul_precision() == "high"  # TF32
+    assert torch.get_float32_matmul_precision() == "highest"
+    for device, dtype in (("cuda", torch.bfloat16), ("cpu", torch.float32)):
+        with restoring(device, dtype):
+            assert torch.get_float32_matmul_precision() == "highest"
