@@ -5,11 +5,16 @@ Unpaired test (``--unpaired-shards`` without garments, e.g. StreetTryOn): FID, C
 of ``--real`` (the VITON-HD test garments in the paper). Every (model, guidance) pair is a row of the paper-layout
 table; real-set features are computed once and cached on disk. ``--baseline masked-crop`` adds the no-model row
 "masked person crop, resized to the output size", so nobody mistakes learning for quality.
+
+``devices=N`` deals every row's batches over N processes and scores on rank 0 (:mod:`igr.eval_distributed`): the
+restored images and metrics.json are those of one process. ``dtype`` sets the precision the pipelines restore in
+(the metric networks always run in float32); float32 on CUDA restores with TF32 matmuls.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -28,6 +33,7 @@ from rich.progress import (
 )
 
 from igr.errors import IGRError
+from igr.eval_distributed import Spread, joined, rank_device, restoring, spawn, torchrun_world
 from igr.metrics.config import CLASSIFIER_STEPS
 
 PROTOCOL_SIZE = (1024, 768)
@@ -35,6 +41,8 @@ BASELINES = ("masked-crop", "category-mean")
 RECONSTRUCTION_ROW = "autoencoder reconstruction of the ground truth"
 CEILING_ROW = "ground truth (classifier ceiling)"
 BOOTSTRAP_FILE = "bootstrap.json"  # the tiny-world rows' bootstrap values, beside metrics.json
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+SUBSETS = ("first", "spread")
 
 
 def _reconstruct(vae, garment_uint8: torch.Tensor, device: str) -> torch.Tensor:
@@ -138,18 +146,24 @@ def _to_uint8(x01: torch.Tensor) -> torch.Tensor:
 
 
 def shard_batches(
-    shards: str, size: tuple[int, int], batch_size: int, limit: int | None, require_garment: bool
+    shards: str, size: tuple[int, int], batch_size: int, limit: int | None, require_garment: bool,
+    subset: str = "first",
 ):
-    """Collated batches (person, mask in [-1,1]/{0,1}, category, key, garment_uint8 when paired) of a shard set."""
+    """Collated batches (person, mask in [-1,1]/{0,1}, category, key, garment_uint8 when paired) of a shard set:
+    with ``limit``, its first ``limit`` samples, or (``subset="spread"``) ``limit`` samples evenly spaced over the
+    whole set (sample ⌊i·total/limit⌋ for i < limit, total from the shards' index)."""
     from igr.data.shards import iter_samples
 
+    picked = _spread_positions(shards, limit) if subset == "spread" and limit is not None else None
     buf: list[dict] = []
     n = 0
-    for s in iter_samples(
+    for position, s in enumerate(iter_samples(
         shards, image_size=size, require_garment=require_garment, load_garment=require_garment
-    ):
+    )):
         if limit is not None and n >= limit:
             break
+        if picked is not None and position not in picked:
+            continue
         buf.append(s)
         n += 1
         if len(buf) == batch_size:
@@ -177,6 +191,18 @@ def _collate(samples: list[dict]) -> dict:
     return out
 
 
+def _spread_positions(shards: str, limit: int) -> set[int]:
+    """The positions of ``limit`` samples evenly spaced over a shard set of ``num_samples`` (its index)."""
+    from igr.data.shards import find_index, resolve_shards
+
+    index = find_index(resolve_shards(shards))
+    total = index.get("num_samples") if index else None
+    if not total:
+        raise IGRError(f"{shards}: --subset spread needs the shard set's index with num_samples "
+                       "(igr make-shards writes it); use --subset first")
+    return {i * total // limit for i in range(min(limit, total))}
+
+
 def _count(shards: str, limit: int | None) -> int | None:
     from igr.data.shards import find_index, resolve_shards
 
@@ -192,15 +218,16 @@ def _restore_batch(model, sampling, b: dict, *, seed: int, steps, guidance, samp
     in whatever batches it is sampled (igr.sampling.image_generators)."""
     from igr.sampling import image_generators
 
-    pred = model.restore(
-        b["person"].to(device),
-        b["mask"].to(device),
-        b["category"],
-        num_inference_steps=steps or sampling.steps,
-        guidance_scale=sampling.guidance_scale if guidance is None else guidance,
-        generator=image_generators(seed, b["key"]),
-        sampler=sampler or sampling.sampler,
-    )
+    with restoring(device, next(model.denoiser.parameters()).dtype):
+        pred = model.restore(
+            b["person"].to(device),
+            b["mask"].to(device),
+            b["category"],
+            num_inference_steps=steps or sampling.steps,
+            guidance_scale=sampling.guidance_scale if guidance is None else guidance,
+            generator=image_generators(seed, b["key"]),
+            sampler=sampler or sampling.sampler,
+        )
     return _to_uint8(pred)
 
 
@@ -216,13 +243,13 @@ def _worker_init(progress_queue, threads: int) -> None:
 
 
 def _sample_row(index: int, path: str, guidance, shards: str, size, batch_size: int, limit, paired: bool,
-                kwargs: dict):
+                kwargs: dict, dtype: str = "fp32", subset: str = "first"):
     """A worker process's row: load the pipeline, restore every test pair; (predictions per batch, seconds)."""
     from igr.export import load_pipeline
 
-    model, sampling = load_pipeline(path)
+    model, sampling = load_pipeline(path, dtype=DTYPES[dtype])
     start, preds = time.perf_counter(), []
-    for b in shard_batches(shards, size, batch_size, limit, paired):
+    for b in shard_batches(shards, size, batch_size, limit, paired, subset):
         preds.append(_restore_batch(model, sampling, b, guidance=guidance, **kwargs))
         _PROGRESS.put((index, len(b["key"])))
     return preds, time.perf_counter() - start
@@ -274,23 +301,60 @@ def evaluate(
     limit: int | None = None,
     batch_size: int = 8,
     seed: int = 0,
-    device: str = "cpu",
+    device: str = "auto",
     workers: int = 1,
     grid_images: int = 8,
     overwrite: bool = False,
-) -> dict:
-    from igr.export import load_pipeline
-    from igr.metrics import MetricsConfig, MetricSuite
-    from igr.metrics.report import ReportRow, save_labelled_grid, write_report
+    dtype: str = "fp32",
+    devices: int = 1,
+    subset: str = "first",
+) -> dict | None:
+    """Restore and score; the report's paths, timings and rows. ``device`` ``auto`` is CUDA when there is one.
+    ``devices`` > 1 spawns that many processes on this node (``cuda:0``… or the CPU); under torchrun (``RANK``,
+    ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` set) the processes are torchrun's, on one node or several, and
+    every rank but 0 returns None."""
+    kwargs = {k: v for k, v in locals().items() if k not in ("devices", "baseline")}
+    kwargs["baselines"] = list(dict.fromkeys([*(["masked-crop"] if baseline else []), *baselines]))
+    kwargs["device"] = device = _eval_device(device, workers)
+    launched = torchrun_world()
+    if launched is not None:
+        rank, world, local_rank = launched
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        if devices not in (1, local_world):
+            raise IGRError(f"--devices {devices}: under torchrun the processes are torchrun's "
+                           f"({local_world} on this node): leave --devices out")
+        _check_arguments(**kwargs, devices=world, rank=rank)
+        kwargs["device"] = rank_device(device, local_rank, world)
+        with joined(rank, world, "env://") as spread:
+            return _evaluate(**kwargs, spread=spread)
+    _check_arguments(**kwargs, devices=devices, rank=0)
+    if devices > 1:
+        _check_files(**kwargs)
+        return spawn(devices, _evaluate, kwargs)
+    return _evaluate(**kwargs)
 
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise IGRError(f"{out}: already exists and is not empty (pass --overwrite to replace its reports)")
+
+def _eval_device(device: str, workers: int) -> str:
+    """``auto`` → ``cuda`` when CUDA is available (and no ``--jobs``: its workers are CPU processes), else ``cpu``;
+    a named device that is not there is one line."""
+    from igr.pipeline import resolve_device
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() and workers == 1 else "cpu"
+    return str(resolve_device(device))
+
+
+def _check_arguments(*, models, shards, out, unpaired_shards, real, baselines, train_shards, reconstruction,
+                     classifier, workers, device, dtype, devices, subset, limit, overwrite, rank, **_) -> None:
+    """Every refusal that needs no file read, before any process is started or any model loaded."""
+    if rank == 0:  # only rank 0 writes the report
+        out = Path(out)
+        if out.exists() and any(out.iterdir()) and not overwrite:
+            raise IGRError(f"{out}: already exists and is not empty (pass --overwrite to replace its reports)")
     if not shards and not unpaired_shards:
         raise IGRError("give --shards (paired test) and/or --unpaired-shards with --real")
     if unpaired_shards and not real:
         raise IGRError("--unpaired-shards needs --real (the garment set to compare against)")
-    baselines = list(dict.fromkeys([*(["masked-crop"] if baseline else []), *baselines]))
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise IGRError(f"--baseline {unknown[0]}: not one of {', '.join(BASELINES)}")
@@ -302,22 +366,110 @@ def evaluate(
         raise IGRError(f"--jobs {workers}: must be ≥ 1")
     if workers > 1 and device != "cpu":
         raise IGRError(f"--jobs {workers} restores in CPU processes; with --device {device} use --jobs 1")
+    if devices < 1:
+        raise IGRError(f"--devices {devices}: must be ≥ 1")
+    if workers > 1 and devices > 1:
+        raise IGRError(f"--jobs {workers} (a row per CPU process) and --devices {devices} (every row's batches "
+                       "over processes) do not combine: give one")
+    if devices > 1 and device.startswith("cuda"):
+        if device != "cuda":
+            raise IGRError(f"--device {device}: with --devices {devices} give cuda (rank r takes cuda:r)")
+        if "WORLD_SIZE" not in os.environ and devices > torch.cuda.device_count():
+            raise IGRError(f"--devices {devices}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dtype not in DTYPES:
+        raise IGRError(f"--dtype {dtype}: not one of {', '.join(DTYPES)}")
+    if dtype == "fp16" and not device.startswith("cuda"):
+        raise IGRError(f"--dtype fp16 needs a CUDA device (on {device} use bf16 or fp32)")
+    if subset not in SUBSETS:
+        raise IGRError(f"--subset {subset}: not one of {', '.join(SUBSETS)}")
+    if subset == "spread" and limit is None:
+        raise IGRError("--subset spread picks --limit N samples over the whole set: give --limit")
+    if limit is not None and limit < 1:
+        raise IGRError(f"--limit {limit}: must be ≥ 1")
     if reconstruction and not models:
         raise IGRError("--reconstruction needs a --model (its autoencoder reconstructs the ground truth)")
+
+
+def _check_files(*, models, shards, unpaired_shards, real, train_shards, classifier, metrics_config, **_) -> None:
+    """The inputs named on the command line are there, before processes are started (a rank failing later stops
+    the others, which then print a line of their own)."""
+    from igr.data.shards import resolve_shards
+    from igr.metrics import MetricsConfig
+
+    MetricsConfig.load(metrics_config)
+    for spec in (shards, unpaired_shards, real, train_shards):
+        if spec:
+            resolve_shards(spec)
+    for _, folder in models:
+        if not (Path(folder) / "model.yaml").is_file():
+            raise IGRError(f"{folder}: not a pipeline folder (no model.yaml; create one with `igr export`)")
+    if classifier and not Path(classifier).is_file():
+        raise IGRError(f"{classifier}: tiny-world classifier not found")
+
+
+def _evaluate(
+    models: list[tuple[str, str]],
+    shards: str | None,
+    out: str | Path,
+    guidance: list[float] | None = None,
+    steps: int | None = None,
+    sampler: str | None = None,
+    metrics_config: str | None = None,
+    unpaired_shards: str | None = None,
+    real: str | None = None,
+    baselines: Sequence[str] = (),
+    train_shards: str | None = None,
+    reconstruction: bool = False,
+    bootstrap_resamples: int = 200,
+    classifier_steps: int = CLASSIFIER_STEPS,
+    classifier: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    device: str = "cpu",
+    workers: int = 1,
+    grid_images: int = 8,
+    overwrite: bool = False,
+    dtype: str = "fp32",
+    subset: str = "first",
+    spread: Spread | None = None,
+) -> dict | None:
+    """:func:`evaluate` in this process, as rank ``spread.rank`` of ``spread.world`` (arguments checked)."""
+    from igr.export import load_pipeline
+    from igr.metrics import MetricsConfig, MetricSuite
+    from igr.metrics.report import ReportRow, save_labelled_grid, write_report
+
+    out = Path(out)
+    spread = spread or Spread()
+    if device.startswith("cuda:"):  # this rank's card is the current one: nothing of it lands on cuda:0
+        torch.cuda.set_device(device)
     loaded = []
     for name, path in models:
-        model, sampling = load_pipeline(path)
+        model, sampling = load_pipeline(path, dtype=DTYPES[dtype])
         loaded.append((name, model.to(device), sampling))
     sizes = {tuple(m.config.resolution) for _, m, _ in loaded}
     if len(sizes) > 1:
         raise IGRError(f"models have different resolutions {sorted(sizes)}; evaluate them separately")
     size = sizes.pop() if sizes else PROTOCOL_SIZE
+    guidance = guidance or [None]
+    sample_kw = {"seed": seed, "steps": steps, "sampler": sampler, "device": device}
+    tests = [(t, paired) for t, paired in ((shards, True), (unpaired_shards, False)) if t]
+    if spread.rank != 0:  # restore this rank's batches of every model row, in rank 0's order of rows
+        for test_shards, paired in tests:
+            for _, model, sampling in loaded:
+                for g in guidance:
+                    for i, b in enumerate(shard_batches(test_shards, size, batch_size, limit, paired, subset)):
+                        if spread.mine(i):
+                            spread.send(_restore_batch(model, sampling, b, guidance=g, **sample_kw))
+        spread.flush()
+        return None
     base_cfg = MetricsConfig.load(metrics_config)
     mcfg = replace(base_cfg, resolution=list(size))
     if mcfg.cache_dir is None:
         mcfg = replace(mcfg, cache_dir=str(out.parent / ".feature_cache"))
     notes: list[str] = []  # the metrics protocol itself flags a resolution other than 1024×768
-    guidance = guidance or [None]
+    if dtype != "fp32" and models:
+        notes.append(f"models restored in {DTYPES[dtype]} (weights and sampling); metrics computed in float32")
     backbones: dict = {}
     rows: dict[str, ReportRow] = {}
     protocols: dict[str, dict] = {}
@@ -351,8 +503,6 @@ def evaluate(
             "labels": {a: [] for a in tiny_metrics.ATTRIBUTES},
         }
 
-    sample_kw = {"seed": seed, "steps": steps, "sampler": sampler, "device": device}
-
     def run_test(label: str, test_shards: str, paired: bool, real_id: str) -> None:
         total = _count(test_shards, limit)
         jobs: list[tuple[str, object, float | None]] = [
@@ -384,7 +534,8 @@ def evaluate(
             paths = dict(models)
             rows_to_sample = [(row_label(n, g), paths[n], g) for n, spec, g in jobs if isinstance(spec, tuple)]
             sampled = _sample_in_workers(rows_to_sample, workers, columns, shards=test_shards, size=size,
-                                         batch_size=batch_size, limit=limit, paired=paired, kwargs=sample_kw)
+                                         batch_size=batch_size, limit=limit, paired=paired, kwargs=sample_kw,
+                                         dtype=dtype, subset=subset)
         for j, (row_name, spec, g) in enumerate(jobs):
             name = row_label(row_name, g)
             ready = iter(sampled[name][0]) if name in sampled else None
@@ -398,13 +549,15 @@ def evaluate(
             start = time.perf_counter()
             with Progress(*columns) as progress:
                 task = progress.add_task(name, total=total)
-                for b in shard_batches(test_shards, size, batch_size, limit, paired):
+                for i, b in enumerate(shard_batches(test_shards, size, batch_size, limit, paired, subset)):
                     if spec is None:
                         pred8 = _to_uint8(masked_crop_baseline(b["person"], b["mask"], size))
                     elif callable(spec):
                         pred8 = _to_uint8(spec(b))
                     elif ready is not None:
                         pred8 = next(ready)
+                    elif not spread.mine(i):  # restored by another rank
+                        pred8 = spread.recv(i, (len(b["key"]), 3, *size))
                     else:
                         pred8 = _restore_batch(*spec, b, guidance=g, **sample_kw)
                     suite.update(pred8, b.get("garment_uint8") if paired else None, keys=b["key"])

@@ -54,14 +54,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a tiny-world classifier saved by igr train-classifier: scored with it instead of training one here "
         "(the same network for every evaluation; --train-shards is then needed only for the category-mean baseline)",
     )
-    parser.add_argument("--limit", type=int, help="evaluate only the first N samples")
+    parser.add_argument("--limit", type=int, help="evaluate only N samples (the first N; see --subset)")
+    parser.add_argument(
+        "--subset", choices=["first", "spread"], default="first",
+        help="with --limit N: the first N samples, or N spread evenly over the whole set (needs the shards' index)",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when there is one, else the CPU), cpu, cuda")
+    parser.add_argument(
+        "--devices", type=int, default=1,
+        help="processes on this node that share every row's batches (rank r on cuda:r, or the CPU over gloo); "
+        "rank 0 scores, so the metrics are those of one process. Under torchrun (one node or several) leave it "
+        "out: the processes are torchrun's",
+    )
+    parser.add_argument(
+        "--dtype", choices=["fp32", "bf16", "fp16"], default="fp32",
+        help="precision the pipelines restore in (weights and sampling; the metric networks stay float32). "
+        "fp32 on CUDA uses TF32 matmuls; fp16 needs CUDA",
+    )
     parser.add_argument(
         "--jobs", type=int, default=1,
-        help="CPU processes that restore the model rows side by side (each with the thread settings of this one, "
-        "e.g. OMP_NUM_THREADS=1); every prediction is held in memory until scored, so this is for small models",
+        help="CPU processes that restore the model rows side by side, a row each (each with the thread settings of "
+        "this one, e.g. OMP_NUM_THREADS=1); every prediction is held in memory until scored, so this is for small "
+        "models; --device auto then means the CPU. --devices splits every row instead, on GPUs too",
     )
     parser.add_argument("--out", default="outputs/eval", help="report folder")
     parser.add_argument("--overwrite", action="store_true")
@@ -94,11 +110,15 @@ def run(args: argparse.Namespace) -> int:
         classifier_steps=args.classifier_steps,
         classifier=args.classifier,
         limit=args.limit,
+        subset=args.subset,
         batch_size=args.batch_size,
         seed=args.seed,
         device=args.device,
+        devices=args.devices,
+        dtype=args.dtype,
         workers=args.jobs,
         overwrite=args.overwrite,
     )
-    print(json.dumps(result["paths"]))
+    if result is not None:  # every rank but 0 of a torchrun launch returns None
+        print(json.dumps(result["paths"]))
     return 0
