@@ -1,6 +1,6 @@
 """Pre-training the tiny world's base UNet: the analogue of the Stable Diffusion 1.5 that IGR starts from.
 
-IGR initialises GarmNet *and* the GarmDenoiser from SD1.5's UNet (§3.2, DESIGN.md §2). Its reference attention works
+IGR initialises GarmNet *and* the GarmDenoiser from SD1.5's UNet (§3.2, docs/design.md §2). Its reference attention works
 because the two copies share self-attention weights that were trained to match similar content, so GarmNet's
 features of the person and the denoiser's features of the garment it draws live in one space from step 0. A
 random-init miniature has nothing of that (docs/tiny-world.md, rounds 3–6: GarmNet stayed unused).

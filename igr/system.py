@@ -2,7 +2,7 @@
 step — encode the batch, drop conditions, add noise, ε-MSE — and an optimiser. Sampling lives in
 :mod:`igr.sampling`; metrics in :mod:`igr.metrics`.
 
-Precision and ranks, as a real run sees them (DESIGN.md §6):
+Precision and ranks, as a real run sees them (docs/design.md §6):
 
 - Under DeepSpeed the parameters and the batch are bf16, buffers stay fp32 and no autocast runs. The frozen
   preprocessing computes in fp32 and each trainable part casts its inputs once (``GarmNet``/``GarmDenoiser``);
