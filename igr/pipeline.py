@@ -42,7 +42,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers.utils import BaseOutput
-from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from igr import restore_io
@@ -51,7 +50,7 @@ from igr.errors import IGRError
 from igr.export import load_pipeline
 from igr.models import IGRModel, build_model
 from igr.models.image_encoder import garment_crop
-from igr.sampling import inference_scheduler, sample
+from igr.sampling import inference_scheduler
 
 DTYPES = {
     "float32": torch.float32,
@@ -295,7 +294,7 @@ class IGRPipeline:
         vae = self.model.vae.vae
         vae.use_tiling = self._vae_tiling
         try:
-            return ((self.model.vae.decode(z).float() + 1) / 2).clamp(0, 1)
+            return self.model.decode_images(z)
         finally:
             vae.use_tiling = False
 
@@ -462,32 +461,24 @@ class IGRPipeline:
         b = person.shape[0]
         if isinstance(generator, list) and len(generator) != b:
             raise IGRError(f"got {len(generator)} generators for {b} images")
-        scheduler = self._fresh_scheduler()
-        device, dtype = self.device, self.dtype
-        shape = model.latent_shape(b)
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        elif tuple(latents.shape) != shape:
-            raise IGRError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
+        device = self.device
         person, mask = person.to(device, torch.float32), mask.to(device, torch.float32)
-        try:
-            with self._placed(model.vae, model.image_encoder, model.prompts):
-                inputs = model.encode_inputs(person, mask, list(categories))
-            with self._placed(model.garmnet, model.prompts):
-                cond = model.sampling_conditions(inputs, scale)
-            denoise = model.denoise_fn(cond, scale)
-            z = sample(
-                denoise,
-                latents.to(device, dtype),
-                scheduler,
-                steps,
-                generator=generator,
-                eta=self.sampling.eta,
-                progress=_progress(progress),
-                callback=self._step_callback(callback_on_step_end),
-            )
-        finally:
-            model.denoiser.bank.set(None)  # release GarmNet's features, also if sampling failed
+        # The model's restoration loop, with this pipeline's scheduler, callback and CPU offload.
+        z = model.restore(
+            person,
+            mask,
+            list(categories),
+            num_inference_steps=steps,
+            guidance_scale=scale,
+            generator=generator,
+            eta=self.sampling.eta,
+            progress=_progress(progress),
+            latents=latents,
+            return_latents=True,
+            scheduler=self._fresh_scheduler(),
+            callback=self._step_callback(callback_on_step_end),
+            placed=self._placed,
+        )
         if output_type == "latent":
             return z.float().cpu()
         with self._placed(model.vae):
