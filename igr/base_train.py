@@ -86,8 +86,8 @@ def train_tiny_base(
 
     from igr.models.prompts import build_text_encoder, tokenize
     from igr.models.vae import FrozenVAE, build_vae
+    from igr.pretraining import step_progress, warmup_cosine
     from igr.sampling import training_scheduler, training_target
-    from igr.vae_train import step_progress, warmup_cosine
 
     out = Path(out)
     if out.exists() and not overwrite:

@@ -39,10 +39,10 @@ import torch
 
 from igr.config import ModelConfig
 from igr.config import parse_size as config_parse_size
+from igr.devices import resolve_device as pipeline_device
+from igr.devices import resolve_dtype as pipeline_dtype
 from igr.errors import IGRError
 from igr.models.garmfus import FeatureBank, self_attention_names
-from igr.pipeline import resolve_device as pipeline_device
-from igr.pipeline import resolve_dtype as pipeline_dtype
 from igr.sampling import guided, guided_sequential, inference_scheduler, sample
 
 # Variants that run unless skipped, and the opt-in ones.

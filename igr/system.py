@@ -37,8 +37,8 @@ from igr.config import (
     model_config_from_dict,
 )
 from igr.errors import IGRError
+from igr.init_weights import load_trainable_weights
 from igr.models import IGRModel, adapter, build_model
-from igr.models.init_weights import load_trainable_weights
 from igr.models.unet import base_unet_config
 from igr.models.vae import effective_config
 from igr.sampling import loss_weights, timestep_probabilities, training_scheduler, training_target
