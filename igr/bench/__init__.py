@@ -19,74 +19,56 @@ processes only ever adds time), the median is kept in the JSON. CUDA timings syn
 around every run; peak memory is ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` on CUDA
 and the peak RSS of the process (Linux VmHWM, reset through ``/proc/self/clear_refs``) on the CPU.
 
-Modules: :mod:`~igr.bench.run` (options, variants, the run), :mod:`~igr.bench.variants` (the paths compared),
-:mod:`~igr.bench.measure` (timing, memory, the machine), :mod:`~igr.bench.report` (figures and the printed table).
+Modules: :mod:`~igr.bench.run` (options, the run), :mod:`~igr.bench.names` (the variants' names),
+:mod:`~igr.bench.variants` (the paths compared), :mod:`~igr.bench.measure` (timing, memory, the machine),
+:mod:`~igr.bench.report` (figures and the printed table).
 """
 
-from igr.bench.measure import (
-    MemoryMeter,
-    Variant,
-    device_name,
-    free_memory,
-    library_versions,
-    parse_size,
-    resolve_device,
-    resolve_dtype,
-    stage_timer,
-    sync,
-)
-from igr.bench.report import TARGETS, build_report, format_report
-from igr.bench.run import (
-    ALL_VARIANTS,
-    DEFAULT_VARIANTS,
-    OPTIONAL_VARIANTS,
-    BenchOptions,
-    attention_processors,
-    make_inputs,
-    random_weights_config,
-    run_benchmark,
-)
-from igr.bench.variants import (
-    CompiledDenoiser,
-    LiteralConcatProcessor,
-    channels_last,
-    literal_attention,
-    plain_sd_sample,
-    restore_reference,
-    uncached_unconditional,
-    unfused_attention,
-    vae_option,
-)
+import importlib
 
-__all__ = [
-    "ALL_VARIANTS",
-    "DEFAULT_VARIANTS",
-    "OPTIONAL_VARIANTS",
-    "TARGETS",
-    "BenchOptions",
-    "CompiledDenoiser",
-    "LiteralConcatProcessor",
-    "MemoryMeter",
-    "Variant",
-    "attention_processors",
-    "build_report",
-    "channels_last",
-    "device_name",
-    "format_report",
-    "free_memory",
-    "library_versions",
-    "literal_attention",
-    "make_inputs",
-    "parse_size",
-    "plain_sd_sample",
-    "random_weights_config",
-    "resolve_device",
-    "resolve_dtype",
-    "restore_reference",
-    "run_benchmark",
-    "stage_timer",
-    "sync",
-    "uncached_unconditional",
-    "unfused_attention",
-    "vae_option",
-]
+# Public name -> the module that defines it. Imported on first use (PEP 562), so that `igr.bench.names` (and the
+# CLI's --help) does not pull in torch and the models.
+_EXPORTS = {
+    "MemoryMeter": "measure",
+    "Variant": "measure",
+    "device_name": "measure",
+    "free_memory": "measure",
+    "library_versions": "measure",
+    "parse_size": "measure",
+    "resolve_device": "measure",
+    "resolve_dtype": "measure",
+    "stage_timer": "measure",
+    "sync": "measure",
+    "ALL_VARIANTS": "names",
+    "DEFAULT_VARIANTS": "names",
+    "OPTIONAL_VARIANTS": "names",
+    "TARGETS": "report",
+    "build_report": "report",
+    "format_report": "report",
+    "BenchOptions": "run",
+    "attention_processors": "run",
+    "make_inputs": "run",
+    "random_weights_config": "run",
+    "run_benchmark": "run",
+    "CompiledDenoiser": "variants",
+    "LiteralConcatProcessor": "variants",
+    "channels_last": "variants",
+    "literal_attention": "variants",
+    "plain_sd_sample": "variants",
+    "restore_reference": "variants",
+    "uncached_unconditional": "variants",
+    "unfused_attention": "variants",
+    "vae_option": "variants",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'igr.bench' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"igr.bench.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -24,6 +24,7 @@ from igr.bench.measure import (
     resolve_dtype,
     sync,
 )
+from igr.bench.names import ALL_VARIANTS, DEFAULT_VARIANTS, OPTIONAL_VARIANTS
 from igr.bench.report import build_report
 from igr.bench.variants import (
     CompiledDenoiser,
@@ -37,22 +38,6 @@ from igr.bench.variants import (
 )
 from igr.config import ModelConfig
 from igr.errors import IGRError
-
-# Variants that run unless skipped, and the opt-in ones.
-DEFAULT_VARIANTS = (
-    "igr",
-    "plain",
-    "garmnet-every-step",
-    "uncond-uncached",
-    "cfg-sequential",
-    "literal-concat",
-    "unfused-attention",
-    "channels-last",
-    "dpm-solver",
-    "train",
-)
-OPTIONAL_VARIANTS = ("compiled", "vae-slicing", "vae-tiling")
-ALL_VARIANTS = DEFAULT_VARIANTS + OPTIONAL_VARIANTS
 
 
 @dataclass
