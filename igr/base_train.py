@@ -1,6 +1,6 @@
 """Pre-training the tiny world's base UNet: the analogue of the Stable Diffusion 1.5 that IGR starts from.
 
-IGR initialises GarmNet *and* the GarmDenoiser from SD1.5's UNet (§3.2, DESIGN.md §2). Its reference attention works
+IGR initialises GarmNet *and* the GarmDenoiser from SD1.5's UNet (§3.2, docs/design.md §2). Its reference attention works
 because the two copies share self-attention weights that were trained to match similar content, so GarmNet's
 features of the person and the denoiser's features of the garment it draws live in one space from step 0. A
 random-init miniature has nothing of that (docs/tiny-world.md, rounds 3–6: GarmNet stayed unused).
@@ -86,8 +86,8 @@ def train_tiny_base(
 
     from igr.models.prompts import build_text_encoder, tokenize
     from igr.models.vae import FrozenVAE, build_vae
+    from igr.pretraining import step_progress, warmup_cosine
     from igr.sampling import training_scheduler, training_target
-    from igr.vae_train import step_progress, warmup_cosine
 
     out = Path(out)
     if out.exists() and not overwrite:

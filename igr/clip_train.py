@@ -89,7 +89,7 @@ def train_tiny_clip(
     from open_clip.tokenizer import SimpleTokenizer
     from safetensors.torch import save
 
-    from igr.vae_train import step_progress, warmup_cosine
+    from igr.pretraining import step_progress, warmup_cosine
 
     out = Path(out)
     if out.exists() and not overwrite:

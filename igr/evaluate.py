@@ -477,7 +477,7 @@ def _evaluate(
     grid_rows: dict[str, list[torch.Tensor]] = {}  # the first grid_images test samples of every paired row
     grid_person: list[torch.Tensor] = []
     grid_gt: list[torch.Tensor] = []
-    tiny = None  # tiny-world classifier metrics (kind/colour/pattern accuracy, fd_tiny, kd_tiny), DESIGN.md §7
+    tiny = None  # tiny-world classifier metrics (kind/colour/pattern accuracy, fd_tiny, kd_tiny), docs/design.md §7
     if train_shards or classifier:
         from igr.metrics import tiny as tiny_metrics
 

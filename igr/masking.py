@@ -6,7 +6,7 @@ set (18 labels, :data:`CLOTHES_LABELS`); ``igr download-weights --what parser`` 
 ``weights/segformer_b2_clothes``, the path ``configs/masking.yaml`` points at. Labels are looked up by *name* in the
 model's ``id2label``, so a parser fine-tuned with another label order still maps correctly.
 
-Category → labels (DESIGN.md §8): upper → upper-clothes; lower → skirt + pants; full → dress, or upper + lower
+Category → labels (docs/design.md §8): upper → upper-clothes; lower → skirt + pants; full → dress, or upper + lower
 when the photo has no dress. Clean-up: the largest connected component, holes filled, optional dilation.
 """
 

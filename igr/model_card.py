@@ -95,7 +95,7 @@ def model_card(model, sampling: SamplingConfig | None = None, trained_on: str | 
         "## How it is evaluated",
         "",
         evaluation
-        or "With `igr eval` under the pinned protocol of TryOffDiff (DESIGN.md §5): paired SSIM / LPIPS / DISTS on "
+        or "With `igr eval` under the pinned protocol of TryOffDiff (docs/design.md §5): paired SSIM / LPIPS / DISTS on "
         "the VITON-HD test split at 1024×768, FID / KID / CLIP-FID against the real test garments, unpaired on "
         "StreetTryOn. No scores were recorded in this folder.",
         "",

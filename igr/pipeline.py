@@ -42,65 +42,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers.utils import BaseOutput
-from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from igr import restore_io
 from igr.config import SamplingConfig, load_model_config
+from igr.devices import resolve_device, resolve_dtype
 from igr.errors import IGRError
 from igr.export import load_pipeline
 from igr.models import IGRModel, build_model
 from igr.models.image_encoder import garment_crop
-from igr.sampling import inference_scheduler, sample
+from igr.sampling import inference_scheduler
 
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
 HUB_FILES = ["model.yaml", "*.safetensors", "README.md", "LICENSE*"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CALLBACK_TENSORS = ("latents",)
-
-
-def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` → CUDA, else MPS, else CPU; a named device that is not there is a one-line error."""
-    if isinstance(name, torch.device):
-        return name
-    if name in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise IGRError(f"--device '{name}': not a device name (auto, cpu, cuda, cuda:1, mps)") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise IGRError(f"--device {name}: CUDA is not available on this machine")
-    if device.type == "mps" and not (torch.backends.mps.is_available()):
-        raise IGRError(f"--device {name}: MPS is not available on this machine")
-    return device
-
-
-def resolve_dtype(
-    name: str | torch.dtype | None, device: torch.device, cuda_default: torch.dtype = torch.float16
-) -> torch.dtype:
-    """``auto`` → ``cuda_default`` on CUDA (float16: SD1.5's usual inference precision), float32 elsewhere."""
-    if isinstance(name, torch.dtype):
-        dtype = name
-    elif name in (None, "auto"):
-        dtype = cuda_default if device.type == "cuda" else torch.float32
-    elif name in DTYPES:
-        dtype = DTYPES[name]
-    else:
-        raise IGRError(f"--dtype '{name}': expected auto, float32, float16 or bfloat16")
-    return dtype
 
 
 @dataclass
@@ -218,7 +173,7 @@ class IGRPipeline:
         """Build from a model YAML (e.g. ``configs/model/sd15.yaml`` with local weight paths) and load the
         trained GarmNet/denoiser/adapter weights from ``weights``: a Lightning ``.ckpt`` or a pipeline folder.
         Without ``weights`` the trainable parts keep their initialisation (SD1.5, or random for the tiny config)."""
-        from igr.models.init_weights import load_trainable_weights
+        from igr.init_weights import load_trainable_weights
 
         model = build_model(load_model_config(config))
         if weights is not None:
@@ -295,7 +250,7 @@ class IGRPipeline:
         vae = self.model.vae.vae
         vae.use_tiling = self._vae_tiling
         try:
-            return ((self.model.vae.decode(z).float() + 1) / 2).clamp(0, 1)
+            return self.model.decode_images(z)
         finally:
             vae.use_tiling = False
 
@@ -462,32 +417,24 @@ class IGRPipeline:
         b = person.shape[0]
         if isinstance(generator, list) and len(generator) != b:
             raise IGRError(f"got {len(generator)} generators for {b} images")
-        scheduler = self._fresh_scheduler()
-        device, dtype = self.device, self.dtype
-        shape = model.latent_shape(b)
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        elif tuple(latents.shape) != shape:
-            raise IGRError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
+        device = self.device
         person, mask = person.to(device, torch.float32), mask.to(device, torch.float32)
-        try:
-            with self._placed(model.vae, model.image_encoder, model.prompts):
-                inputs = model.encode_inputs(person, mask, list(categories))
-            with self._placed(model.garmnet, model.prompts):
-                cond = model.sampling_conditions(inputs, scale)
-            denoise = model.denoise_fn(cond, scale)
-            z = sample(
-                denoise,
-                latents.to(device, dtype),
-                scheduler,
-                steps,
-                generator=generator,
-                eta=self.sampling.eta,
-                progress=_progress(progress),
-                callback=self._step_callback(callback_on_step_end),
-            )
-        finally:
-            model.denoiser.bank.set(None)  # release GarmNet's features, also if sampling failed
+        # The model's restoration loop, with this pipeline's scheduler, callback and CPU offload.
+        z = model.restore(
+            person,
+            mask,
+            list(categories),
+            num_inference_steps=steps,
+            guidance_scale=scale,
+            generator=generator,
+            eta=self.sampling.eta,
+            progress=_progress(progress),
+            latents=latents,
+            return_latents=True,
+            scheduler=self._fresh_scheduler(),
+            callback=self._step_callback(callback_on_step_end),
+            placed=self._placed,
+        )
         if output_type == "latent":
             return z.float().cpu()
         with self._placed(model.vae):

@@ -2,7 +2,7 @@
 step — encode the batch, drop conditions, add noise, ε-MSE — and an optimiser. Sampling lives in
 :mod:`igr.sampling`; metrics in :mod:`igr.metrics`.
 
-Precision and ranks, as a real run sees them (DESIGN.md §6):
+Precision and ranks, as a real run sees them (docs/design.md §6):
 
 - Under DeepSpeed the parameters and the batch are bf16, buffers stay fp32 and no autocast runs. The frozen
   preprocessing computes in fp32 and each trainable part casts its inputs once (``GarmNet``/``GarmDenoiser``);
@@ -37,8 +37,8 @@ from igr.config import (
     model_config_from_dict,
 )
 from igr.errors import IGRError
+from igr.init_weights import load_trainable_weights
 from igr.models import IGRModel, adapter, build_model
-from igr.models.init_weights import load_trainable_weights
 from igr.models.unet import base_unet_config
 from igr.models.vae import effective_config
 from igr.sampling import loss_weights, timestep_probabilities, training_scheduler, training_target

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import AutoencoderKL
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from igr.atomic import atomic_directory
 from igr.config import ModelConfig
 from igr.errors import IGRError
 from igr.models.vae import PIXEL_UNSHUFFLE, PixelUnshuffleAutoencoder
+from igr.pretraining import step_progress, warmup_cosine
 
 
 def load_images(shards: str, size: tuple[int, int], limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,23 +42,6 @@ def load_images(shards: str, size: tuple[int, int], limit: int | None = None) ->
 def stack_images(images: list[np.ndarray]) -> torch.Tensor:
     """uint8 (H,W,3) images → one (N,3,H,W) tensor in [-1,1]."""
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
-def step_progress(title: str, metric: str, disable: bool = False) -> Progress:
-    """The progress bar of the tiny world's pre-trainings: steps done, the running ``metric`` field, times."""
-    return Progress(
-        TextColumn(title), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TextColumn(f"{metric} {{task.fields[{metric}]:.4f}}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        disable=disable,
-    )
-
-
-def warmup_cosine(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over the first 5 % of ``steps``, then cosine decay to 0 (the tiny world's pre-trainings)."""
-    warmup = max(1, steps // 20)
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min((i + 1) / warmup, 0.5 * (1 + np.cos(np.pi * min(i, steps) / steps)))
-    )
 
 
 def train_vae(

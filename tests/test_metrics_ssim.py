@@ -10,7 +10,7 @@ from igr.metrics import ssim_pinned, ssim_rgb
 
 
 def _reference_ssim(pred_hwc: np.ndarray, gt_hwc: np.ndarray, clamp_cs: bool = True) -> float:
-    """DESIGN.md §5 / pyiqa "ssim", restated: luma rounded, 11x11 Gaussian (σ 1.5), valid, cs ≥ 0."""
+    """docs/design.md §5 / pyiqa "ssim", restated: luma rounded, 11x11 Gaussian (σ 1.5), valid, cs ≥ 0."""
 
     def luma(img):
         return np.round(img.astype(np.float64) @ np.array([0.299, 0.587, 0.114]))

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 import igr.data.synthetic as synth
+import igr.data.synthetic.garments as garments  # where render_sprite looks up _pattern_rgb
 from igr.data.synthetic import SyntheticConfig
 from igr.metrics import ssim as S
 
@@ -66,7 +67,7 @@ def generator_config(shards: str, size: tuple[int, int]) -> SyntheticConfig:
 
 def redraw(keys: list[str], cfg: SyntheticConfig, pattern: str | None) -> tuple[np.ndarray, list[dict]]:
     """The ground truths drawn again, with the pattern as it is (None), 'solid' or 'mean'; and their meta."""
-    original = synth._pattern_rgb
+    original = garments._pattern_rgb
 
     def flat(g, ppb, w, h, x0, y0):
         rgb = original(g, ppb, w, h, x0, y0)
@@ -76,7 +77,7 @@ def redraw(keys: list[str], cfg: SyntheticConfig, pattern: str | None) -> tuple[
     images, metas = [], []
     try:
         if pattern:
-            synth._pattern_rgb = flat  # the one change; nothing in _pattern_rgb draws from the sample's rng
+            garments._pattern_rgb = flat  # the one change; nothing in _pattern_rgb draws from the sample's rng
         for key in keys:
             split, seed, index = _KEY.match(key).groups()
             s = synth.generate_sample(int(seed), split, int(index), cfg)
@@ -84,7 +85,7 @@ def redraw(keys: list[str], cfg: SyntheticConfig, pattern: str | None) -> tuple[
             images.append(np.asarray(Image.open(io.BytesIO(synth.encode_jpeg(s.garment, cfg.jpeg_quality)))))
             metas.append(s.meta)
     finally:
-        synth._pattern_rgb = original
+        garments._pattern_rgb = original
     return np.stack(images), metas
 
 

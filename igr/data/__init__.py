@@ -1,4 +1,4 @@
-"""Data: WebDataset shards (DESIGN.md §4), converters, the synthetic generator, HQFT curation.
+"""Data: WebDataset shards (docs/design.md §4), converters, the synthetic generator, HQFT curation.
 
 ``IGRDataModule`` feeds Lightning; ``iter_samples`` iterates a shard set deterministically
 without Lightning (evaluation, curation); ``resolve_shards`` expands a shard specification.

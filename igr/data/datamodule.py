@@ -1,4 +1,4 @@
-"""``IGRDataModule``: WebDataset shards in, dict batches out (DESIGN.md §1, §4, §6)."""
+"""``IGRDataModule``: WebDataset shards in, dict batches out (docs/design.md §1, §4, §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The shard sample schema (DESIGN.md §4) and the validation every reader applies.
+"""The shard sample schema (docs/design.md §4) and the validation every reader applies.
 
 One sample per key: ``person.jpg`` (RGB), ``mask.png`` (single channel, 0/255), ``garment.jpg``
 (RGB, absent in unpaired shards), ``category.txt`` (``upper`` | ``lower`` | ``full``) and an

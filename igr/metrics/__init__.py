@@ -1,4 +1,4 @@
-"""Evaluation metrics (DESIGN.md §5): a feature extractor × a statistic, each usable and testable alone.
+"""Evaluation metrics (docs/design.md §5): a feature extractor × a statistic, each usable and testable alone.
 
 Statistics: :func:`frechet_distance`, :func:`kernel_distance` (clean-fid's estimators, seeded).
 Paired scores: :func:`ssim_pinned` (the paper's SSIM), :func:`ssim_rgb`, LPIPS and DISTS

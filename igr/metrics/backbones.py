@@ -1,4 +1,4 @@
-"""Backbone bookkeeping shared by the feature extractors: availability, weight identity, random init.
+"""Which metric backbone to build, and whether it can be: its weights file, or why the metric is n/a.
 
 A backbone is built from a local weights file, or — only when a test asks for it — with a fixed random
 init. ``build_backbone`` returns :class:`Unavailable` (carrying the ``n/a (...)`` text the report prints)
@@ -7,9 +7,6 @@ when the file is not configured or missing; a file that exists but cannot be loa
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,34 +14,12 @@ import torch
 
 from igr.metrics.config import BACKBONE_FILES, MetricsConfig
 
-RANDOM_INIT_SEED = 0  # every rank and every run builds the same random network
-
 
 @dataclass(frozen=True)
 class Unavailable:
     """A metric that cannot be computed; ``reason`` is the full ``n/a (...)`` text."""
 
     reason: str
-
-
-def fingerprint(path: Path) -> str:
-    """Cheap identity of a weights file (name, size, hash of the first and last MiB) for cache keys."""
-    size = path.stat().st_size
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        if size > 2 << 20:
-            f.seek(-(1 << 20), 2)
-            h.update(f.read(1 << 20))
-    return f"{path.name}:{size}:{h.hexdigest()[:16]}"
-
-
-@contextlib.contextmanager
-def seeded_init(seed: int = RANDOM_INIT_SEED) -> Iterator[None]:
-    """Deterministic parameter init without touching the caller's global RNG state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 def resolve_weights(config: MetricsConfig, key: str) -> Path | Unavailable | None:

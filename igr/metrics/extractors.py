@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from igr.errors import WeightsError
-from igr.metrics.backbones import fingerprint, seeded_init
+from igr.metrics.backbone_base import fingerprint, seeded_init
 from igr.metrics.images import check_uint8_batch, tensor_to_hwc
 
 PREPROCESS_VERSION = "1"  # bump when preprocessing changes so cached real-set features are recomputed

@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 
 from igr.errors import WeightsError
-from igr.metrics.backbones import fingerprint, seeded_init
+from igr.metrics.backbone_base import fingerprint, seeded_init
 from igr.metrics.images import check_uint8_pair, tensor_to_hwc
 
 

@@ -115,7 +115,7 @@ def _fmt_ci(value: Any, ci: Sequence[float] | None, pct: bool) -> str:
 
 
 def tiny_table(rows: Sequence[ReportRow]) -> list[str]:
-    """The tiny world's table (DESIGN.md §7): SSIM, attribute accuracy of the garment classifier, and the
+    """The tiny world's table (docs/design.md §7): SSIM, attribute accuracy of the garment classifier, and the
     tiny-world distances on its features, each with its bootstrap 95 % interval over test pairs."""
     keys = list(TINY_HEADERS)
     lines = [

@@ -1,6 +1,6 @@
 """SSIM as the paper's table reports it (pyiqa's "ssim", which TryOffDiff used) and torchmetrics' RGB SSIM.
 
-Pinned definition (DESIGN.md §5): Y of YIQ (0.299 R + 0.587 G + 0.114 B) on the 0–255 scale, rounded;
+Pinned definition (docs/design.md §5): Y of YIQ (0.299 R + 0.587 G + 0.114 B) on the 0–255 scale, rounded;
 11×11 Gaussian window, σ = 1.5; "valid" filtering (no padding); C1 = (0.01·255)², C2 = (0.03·255)²;
 the contrast-structure term clamped at ≥ 0; mean of the SSIM map per image.
 """

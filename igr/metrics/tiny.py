@@ -132,7 +132,7 @@ def train_classifier(
     log: Callable[[str], None] | None = print,
 ) -> GarmentClassifier:
     """Fit the classifier on the training garments (about a minute on one core at 64×48)."""
-    from igr.vae_train import step_progress
+    from igr.pretraining import step_progress
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)

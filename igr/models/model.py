@@ -6,8 +6,11 @@ Training (:mod:`igr.system`), the restoration pipeline and the benchmarks all go
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
@@ -194,30 +197,52 @@ class IGRModel(torch.nn.Module):
         progress=None,
         latents: torch.Tensor | None = None,
         return_latents: bool = False,
+        scheduler=None,
+        callback: Callable | None = None,
+        placed: Callable[..., AbstractContextManager] | None = None,
     ) -> torch.Tensor:
-        """Restore garments: (B,3,H,W) in [0,1]. GarmNet runs once, before the loop, on the conditional inputs
-        (the unconditional branch reuses the features cached by :meth:`unconditional`).
+        """Restore garments: (B,3,H,W) in [0,1]. The one restoration loop — encode → conditions → sample →
+        decode — that training callbacks, evaluation, the benchmarks and :class:`igr.pipeline.IGRPipeline` call.
+        GarmNet runs once, before the loop, on the conditional inputs (the unconditional branch reuses the
+        features cached by :meth:`unconditional`).
 
         ``generator`` may be one generator or one per image, on any device (the noise is drawn there and moved);
         ``latents`` gives z_T directly. Inputs may stay float32 while the model runs in fp16/bf16: the frozen
-        encoders cast them."""
+        encoders cast them. ``scheduler`` replaces the one built from ``sampler`` (it is used as given: pass a
+        fresh one per call); ``callback(i, t, z)`` runs after each step and may return replacement latents;
+        ``placed(*modules)`` is a context manager that puts the parts used once per call on the execution device
+        for their use (the pipeline's CPU offload)."""
         if num_inference_steps < 1:
             raise IGRError(f"num_inference_steps={num_inference_steps}: must be at least 1")
-        inputs = self.encode_inputs(person, mask, category)
         b, device = person.shape[0], person.device
+        if isinstance(generator, list) and len(generator) != b:
+            raise IGRError(f"got {len(generator)} generators for {b} images")
         dtype = next(self.denoiser.parameters()).dtype
-        try:
-            # GarmNet runs once on the B conditional inputs; the unconditional branch's features are cached.
-            denoise = self.denoise_fn(self.sampling_conditions(inputs, guidance_scale), guidance_scale)
-            if latents is None:
-                latents = randn_tensor(self.latent_shape(b), generator=generator, device=device, dtype=dtype)
+        shape = self.latent_shape(b)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise IGRError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
+        place = placed or (lambda *modules: contextlib.nullcontext())
+        if scheduler is None:
             scheduler = inference_scheduler(self.diffusion, sampler)
-            z0 = sample(denoise, latents.to(device, dtype), scheduler, num_inference_steps, generator=generator,
-                        eta=eta, progress=progress)
+        try:
+            with place(self.vae, self.image_encoder, self.prompts):
+                inputs = self.encode_inputs(person, mask, category)
+            # GarmNet runs once on the B conditional inputs; the unconditional branch's features are cached.
+            with place(self.garmnet, self.prompts):
+                cond = self.sampling_conditions(inputs, guidance_scale)
+            z0 = sample(self.denoise_fn(cond, guidance_scale), latents.to(device, dtype), scheduler,
+                        num_inference_steps, generator=generator, eta=eta, progress=progress, callback=callback)
         finally:
             self.denoiser.bank.set(None)  # release GarmNet's features, also if sampling failed
         if return_latents:
             return z0
+        with place(self.vae):
+            return self.decode_images(z0)
+
+    def decode_images(self, z0: torch.Tensor) -> torch.Tensor:
+        """Latents z_0 → garments (B,3,H,W) in [0,1], float32."""
         return ((self.vae.decode(z0).float() + 1) / 2).clamp(0, 1)
 
 

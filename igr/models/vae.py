@@ -6,7 +6,7 @@ Two kinds, chosen by the model config's ``vae:`` section:
 * ``autoencoder: pixel_unshuffle`` — an exact, parameter-free autoencoder for the tiny world: space-to-depth
   with a fixed patch size (64×48×3 → 16×12×48 for patch 4), so diffusion runs on the pixels themselves through the
   same UNets. A tiny learned VAE trained for minutes loses most colour (its reconstructions of ground-truth garments
-  are grey silhouettes, DESIGN.md §7); this one reconstructs exactly, so the tiny world's ceiling is the diffusion
+  are grey silhouettes, docs/design.md §7); this one reconstructs exactly, so the tiny world's ceiling is the diffusion
   model's, not the autoencoder's.
 """
 

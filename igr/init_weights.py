@@ -11,6 +11,7 @@ from pathlib import Path
 
 from igr.config import DiffusionConfig
 from igr.errors import IGRError
+from igr.export import load_checkpoint_state, read_pipeline_config
 from igr.models.model import IGRModel
 from igr.weights_io import load_into, read_state_dict
 
@@ -22,8 +23,6 @@ def load_trainable_weights(model: IGRModel, source: str | Path) -> None:
     Every key and shape is checked (:func:`load_into`); weights of another parameterisation are refused."""
     path = Path(source)
     if path.is_dir() and (path / "model.yaml").is_file():
-        from igr.export import read_pipeline_config  # lazily: igr.export imports igr.models
-
         doc = read_pipeline_config(path)  # broken YAML: one line naming the file
         check_parameterisation(model, doc.get("diffusion"), path)
         for name in TRAINABLE:
@@ -33,8 +32,6 @@ def load_trainable_weights(model: IGRModel, source: str | Path) -> None:
         return
     if not path.exists():
         raise IGRError(f"{path}: init_from checkpoint not found")
-    from igr.export import load_checkpoint_state
-
     state, hparams = load_checkpoint_state(path)
     check_parameterisation(model, hparams.get("diffusion"), path)
     for name in TRAINABLE:
