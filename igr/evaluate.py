@@ -337,7 +337,7 @@ def evaluate(
 def _eval_device(device: str, workers: int) -> str:
     """``auto`` → ``cuda`` when CUDA is available (and no ``--jobs``: its workers are CPU processes), else ``cpu``;
     a named device that is not there is one line."""
-    from igr.pipeline import resolve_device
+    from igr.devices import resolve_device
 
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() and workers == 1 else "cpu"
