@@ -6,10 +6,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# Extra arguments appended to the igr command of every training / evaluation target: make train-coarse ARGS="--trainer.num_nodes 2"
+ARGS ?=
+# pip constraints for `make setup` (the versions the suite last passed with): make setup CONSTRAINTS=constraints.txt
+CONSTRAINTS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-all lint format info info-sd15 demo demo-long train-coarse finetune eval \
-        eval-guidance ablate download-weights app browser gpu-smoke clean
+.PHONY: help setup constraints test test-all lint format info info-sd15 demo demo-long train-coarse finetune eval \
+        eval-guidance ablate download-weights app browser gpu-smoke gpu-bundle clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -17,10 +21,14 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS),) -e '.[dev]'
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install the package with dev tools (pip install -e .[dev])
+
+constraints: $(STAMP) ## rewrite constraints.txt from this venv (after an upgrade that passed make test-all)
+	@{ sed -n '/^#/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^igr=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 lint: $(STAMP) ## ruff check
 	$(BIN)/ruff check igr tests
