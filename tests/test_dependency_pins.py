@@ -4,15 +4,17 @@ admit, and the one call into a library's processor signature is made by keyword.
 from __future__ import annotations
 
 import inspect
-import tomllib
 import warnings
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 import torch
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 ROOT = Path(__file__).resolve().parents[1]
 
