@@ -17,7 +17,7 @@ pin() {  # the exact version constraints.txt holds for package $1 (names compare
     echo "gpu-bundle: $1 is not pinned in constraints.txt" >&2; exit 1
 }
 rm -rf .whl && mkdir -p .whl
-names=$(grep -v '^\s*#' scripts/gpu-bundle.txt | grep -v '^\s*$')
+names=$(sed 's/#.*//' scripts/gpu-bundle.txt | tr -s ' \t' '\n' | grep -v '^$')
 binary=()
 for name in $names; do
     version=$(pin "$name")
