@@ -86,3 +86,18 @@ def test_merge_shard_index_lists_both_sets_relative_to_the_new_index(tmp_path):
     c = _shard_set(tmp_path / "small", 1, size=(512, 384))
     bad = _merge(tmp_path / "x" / "train.json", a, c, "--overwrite")
     assert bad.returncode != 0 and str(c) in bad.stderr and not (tmp_path / "x" / "train.json").exists()
+
+
+def test_the_4xa100_overlay_trains_at_the_papers_global_batch_and_the_docs_name_real_targets():
+    import yaml
+
+    overlay = yaml.safe_load((ROOT / "igr" / "configs" / "trainer" / "deepspeed_4xa100.yaml").read_text())
+    t = overlay["trainer"]
+    assert t["num_nodes"] * t["devices"] * overlay["data"]["batch_size"] * t["accumulate_grad_batches"] == 32
+    targets = set(re.findall(r"^([a-zA-Z0-9_-]+):", (ROOT / "Makefile").read_text(), re.M))
+    docs = (ROOT / "docs" / "scaling.md").read_text()
+    named = set(re.findall(r"\bmake ([a-z][a-z0-9-]+)", docs))
+    assert named and named <= targets, named - targets
+    # every worked example of section 2 multiplies out to 32
+    rows = re.findall(r"\| (\d+) × (\d+) × (\d+) × (\d+) \|", docs)
+    assert len(rows) >= 5 and all(int(a) * int(b) * int(c) * int(d) == 32 for a, b, c, d in rows)
