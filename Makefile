@@ -6,10 +6,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# Extra arguments appended to the igr command of every training / evaluation target: make train-coarse ARGS="--trainer.num_nodes 2"
+ARGS ?=
+# pip constraints for `make setup` (the versions the suite last passed with): make setup CONSTRAINTS=constraints.txt
+CONSTRAINTS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-all lint format info info-sd15 demo demo-long train-coarse finetune eval \
-        eval-guidance ablate download-weights app browser gpu-smoke clean
+.PHONY: help setup constraints test test-all lint format info info-sd15 demo demo-long train-coarse finetune eval \
+        eval-guidance ablate coarse-set download-weights app browser gpu-smoke gpu-bundle clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -17,10 +21,14 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS),) -e '.[dev]'
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install the package with dev tools (pip install -e .[dev])
+
+constraints: $(STAMP) ## rewrite constraints.txt from this venv (after an upgrade that passed make test-all)
+	@{ sed -n '/^#/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^igr=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 lint: $(STAMP) ## ruff check
 	$(BIN)/ruff check igr tests
@@ -67,32 +75,43 @@ MODEL ?= outputs/finetune/pipeline
 PAIRED ?= shards/viton-hd/test.json
 UNPAIRED ?= shards/streettryon/test.json
 METRICS ?= configs/metrics/default.yaml
+# Evaluation processes on this node (one per GPU; igr eval --devices): make eval DEVICES=4
+DEVICES ?= 1
+
+COARSE_SETS ?= shards/viton-hd/train.json shards/dresscode/train.json
+coarse-set: ## write shards/coarse/train.json (what train-coarse reads): one index over COARSE_SETS, no copy
+	$(PYTHON) scripts/merge-shard-index.py shards/coarse/train.json $(COARSE_SETS) $(ARGS)
 
 train-coarse: $(STAMP) ## coarse stage (paper §3.3) on shards/coarse; TRAINER= picks the hardware overlay
-	$(BIN)/igr fit -c configs/experiment/coarse.yaml -c $(TRAINER)
+	$(BIN)/igr fit -c configs/experiment/coarse.yaml -c $(TRAINER) $(ARGS)
 
 # Under DeepSpeed a checkpoint is a folder that only unpickling reads; these two are this machine's own
 # `make train-coarse` / fine-tune outputs, so the target trusts them explicitly (never pass it for a download).
 OWN_CKPT_TRUST ?= $(if $(findstring deepspeed,$(TRAINER)),--trust-pickle,)
 finetune: $(STAMP) ## HQFT fine-tune from $(COARSE_CKPT) on shards/hqft, then export $(MODEL)
-	$(BIN)/igr fit -c configs/experiment/finetune.yaml -c $(TRAINER) --model.init_from=$(COARSE_CKPT) $(OWN_CKPT_TRUST)
+	$(BIN)/igr fit -c configs/experiment/finetune.yaml -c $(TRAINER) --model.init_from=$(COARSE_CKPT) $(OWN_CKPT_TRUST) $(ARGS)
 	$(BIN)/igr export outputs/finetune/checkpoints/last.ckpt --out $(MODEL) $(OWN_CKPT_TRUST)
 
-eval: $(STAMP) ## Table 1 layout: paired $(PAIRED) + unpaired $(UNPAIRED) for MODEL=$(MODEL)
+eval: $(STAMP) ## Table 1 layout: paired $(PAIRED) + unpaired $(UNPAIRED) for MODEL=$(MODEL) on DEVICES=$(DEVICES)
 	$(BIN)/igr eval --model $(MODEL) --name "IGR (ours)" --shards $(PAIRED) --unpaired-shards $(UNPAIRED) \
-		--real $(PAIRED) -c $(METRICS) --out outputs/eval --overwrite
+		--real $(PAIRED) -c $(METRICS) --out outputs/eval --overwrite --devices $(DEVICES) $(ARGS)
 
 eval-guidance: $(STAMP) ## Table 3: guidance sweep 1.0/1.5/2.0/2.5 in one run (real-set features reused)
 	$(BIN)/igr eval --model $(MODEL) --name "IGR" --guidance 1.0,1.5,2.0,2.5 --shards $(PAIRED) \
-		--unpaired-shards $(UNPAIRED) --real $(PAIRED) -c $(METRICS) --out outputs/eval-guidance --overwrite
+		--unpaired-shards $(UNPAIRED) --real $(PAIRED) -c $(METRICS) --out outputs/eval-guidance --overwrite \
+		--devices $(DEVICES) $(ARGS)
 
 ablate: $(STAMP) ## Table 2: w/o GarmNet, w/o HQFT, full (pipelines from the three runs; see README)
 	$(BIN)/igr eval --model outputs/ablate-no-garmnet/pipeline --name "w/o GarmNet" \
 		--model outputs/coarse/pipeline --name "w/o HQFT" --model $(MODEL) --name "Ours" \
-		--shards $(PAIRED) --unpaired-shards $(UNPAIRED) --real $(PAIRED) -c $(METRICS) --out outputs/ablate --overwrite
+		--shards $(PAIRED) --unpaired-shards $(UNPAIRED) --real $(PAIRED) -c $(METRICS) --out outputs/ablate --overwrite \
+		--devices $(DEVICES) $(ARGS)
 
-gpu-smoke: $(STAMP) ## one GPU, <= 8 min, no downloads: sd15 random init, 20 DeepSpeed ZeRO-2 bf16 steps + restore bench at 1024x768 -> outputs/gpu-smoke/<card>.json
-	$(BIN)/python -m igr.commands.gpu_smoke --out outputs/gpu-smoke
+gpu-smoke: ## one GPU, <= 8 min, no downloads: train-coarse's path (DeepSpeed, DataModule, sd15 random init) + resume, export, restore, eval -> outputs/gpu-smoke/<card>.json
+	PYTHON=$(if $(wildcard $(BIN)/python),$(BIN)/python,python3) bash scripts/gpu-smoke.sh --out outputs/gpu-smoke $(ARGS)
+
+gpu-bundle: $(STAMP) ## where the package index is reachable: the wheels a bare GPU machine's torch lacks -> .whl/ (<= 60 MiB)
+	PYTHON=$(BIN)/python bash scripts/gpu-bundle.sh
 
 clean: ## remove generated shards and outputs (keeps .venv)
 	rm -rf shards outputs lightning_logs

@@ -66,7 +66,7 @@ class LiteralConcatProcessor:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
         features = self.bank.features
         if features is None:
-            return self.inner(attn, hidden_states, None, attention_mask, temb)
+            return self.inner(attn, hidden_states, attention_mask=attention_mask, temb=temb)
         n = hidden_states.shape[1]
         both = torch.cat([features[self.name].to(hidden_states.dtype), hidden_states], dim=1)  # (B, 2N, C)
         return self.inner(attn, both)[:, n:]

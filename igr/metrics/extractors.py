@@ -99,10 +99,12 @@ class _Normalise128(nn.Module):
 
 def _random_fid_inception() -> nn.Module:
     """pytorch-fid's Inception-V3 topology (the TF FID network) up to pool3, random init (tests only)."""
+    import torchvision
     from cleanfid import inception_pytorch as ip
 
     with seeded_init():
-        net = ip._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+        # torchvision's public constructor, as clean-fid's private _inception_v3 calls it (its own init skipped)
+        net = torchvision.models.inception_v3(num_classes=1008, aux_logits=False, weights=None, init_weights=False)
         net.Mixed_5b = ip.FIDInceptionA(192, pool_features=32)
         net.Mixed_5c = ip.FIDInceptionA(256, pool_features=64)
         net.Mixed_5d = ip.FIDInceptionA(288, pool_features=64)

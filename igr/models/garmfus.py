@@ -63,7 +63,6 @@ class GarmFusSelfAttnProcessor(AttnProcessor2_0):
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
-        *args,
         **kwargs,
     ) -> torch.Tensor:
         features = self.bank.features
@@ -77,8 +76,11 @@ class GarmFusSelfAttnProcessor(AttnProcessor2_0):
                 )
             # keys/values over [F_hl; F_g]: (B, 2*h*w, C); queries from F_g only
             encoder_hidden_states = torch.cat([ref.to(hidden_states.dtype), hidden_states], dim=1)
+        # By keyword: diffusers' processors take only ``attn`` and ``hidden_states`` positionally by contract
+        # (``Attention.forward`` passes the rest as keywords), so a reordered signature cannot shift them.
         return super().__call__(
-            attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs
+            attn, hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask,
+            temb=temb, **kwargs,
         )
 
 
