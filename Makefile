@@ -52,8 +52,8 @@ info-sd15: $(STAMP) ## parameter counts of the paper's SD1.5-size model (meta de
 download-weights: $(STAMP) ## fetch SD1.5, IP-Adapter, ViT-H-14 and metric weights into weights/ (needs a network)
 	$(BIN)/igr download-weights --to weights
 
-demo: $(STAMP) ## synthetic data → exact autoencoder stats → coarse → HQFT fine-tune → eval → outputs/demo/report.md (≤15 min)
-	$(BIN)/igr demo --profile default
+demo: $(STAMP) ## synthetic data → coarse → HQFT fine-tune → eval → outputs/demo/report.md + docs/demo-samples.png (≤15 min)
+	$(BIN)/igr demo --profile default --figure docs/demo-samples.png
 
 APP_MODEL ?= outputs/demo/pipeline
 APP_PORT ?= 7860
