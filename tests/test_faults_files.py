@@ -1,0 +1,153 @@
+"""Fault-injection cases of issue 36 for data files, --overwrite, run folders and config interpolation: nothing
+runs, leaks or is deleted unless the user typed it, and each unclean case is one line, the right exit code and
+nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from data_helpers import good_sample, write_tar
+
+from igr.cli import main
+from igr.data.shards import resolve_shards, split_shards
+from igr.errors import IGRError
+
+
+def _last_line(capsys) -> str:
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def _shard_folder(folder: Path, keys=("a", "b", "c"), index: dict | None = None) -> Path:
+    """``folder/train-000000.tar`` with good samples, and ``folder/train.json`` (``index`` or one listing it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tar(str(folder / "train-000000.tar"), [good_sample(k) for k in keys])
+    doc = index if index is not None else {"shards": [{"name": "train-000000.tar"}]}
+    (folder / "train.json").write_text(json.dumps(doc))
+    return folder
+
+
+# --------------------------------------------------------------------------- 1. data files name data
+
+
+@pytest.mark.parametrize("name", ["pipe:touch PWNED; cat train-000000.tar", "PIPE:touch PWNED",
+                                  "http://127.0.0.1:9/train-000000.tar", "file:/etc/passwd"])
+def test_an_index_never_names_a_command_or_url(name, tmp_path, capsys, monkeypatch):
+    """Catches an index entry handed to webdataset's opener, which runs `pipe:` names as shell commands, through
+    every reader of an index: check-shards, curate FOLDER and resolve_shards (fit's and eval's data)."""
+    monkeypatch.chdir(tmp_path)  # an index in the current folder: os.path.join("", name) keeps "pipe:" in front
+    _shard_folder(tmp_path, index={"shards": [{"name": name}]})
+    want = "is a URL or command; an index names files beside it"
+    assert main(["check-shards", "train.json"]) == 2
+    assert want in _last_line(capsys)
+    assert main(["curate", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert want in _last_line(capsys)
+    for spec in ("train.json", str(tmp_path / "train.json")):
+        with pytest.raises(IGRError, match=want):
+            resolve_shards(spec, allow_outside_index=True)  # the flag widens local paths only
+    with pytest.raises(IGRError, match=want):
+        split_shards(str(tmp_path), "train")
+    assert not (tmp_path / "PWNED").exists() and not (tmp_path / "out").exists()
+
+
+def test_pipe_and_urls_from_the_command_line_still_pass(tmp_path):
+    """The user's own `pipe:` spec is theirs to give (webdataset's documented way to stream from a bucket)."""
+    assert resolve_shards("pipe:cat a-{000000..000001}.tar") == ["pipe:cat a-000000.tar", "pipe:cat a-000001.tar"]
+
+
+@pytest.mark.parametrize("kind", ["absolute", "dotdot", "symlink"])
+def test_index_entries_stay_inside_the_index_folder(kind, tmp_path, capsys):
+    """Catches `/etc/passwd`, `../elsewhere.tar` or a symlink out of the folder being opened from an index; the
+    explicit --allow-outside-index reads them."""
+    outside = _shard_folder(tmp_path / "outside")
+    name = {"absolute": str(outside / "train-000000.tar"), "dotdot": "../outside/train-000000.tar",
+            "symlink": "link.tar"}[kind]
+    data = tmp_path / "data"
+    _shard_folder(data, index={"shards": [{"name": name}]})
+    if kind == "symlink":
+        (data / "link.tar").symlink_to(outside / "train-000000.tar")
+    assert main(["check-shards", str(data / "train.json")]) == 2
+    assert _last_line(capsys) == (
+        f"error: {data / 'train.json'}: shard entry 0 ({name!r}) is outside the index's folder; "
+        "pass --allow-outside-index (or set IGR_ALLOW_OUTSIDE_INDEX=1) if you trust this index")
+    with pytest.raises(IGRError, match="outside the index's folder"):
+        resolve_shards(str(data / "train.json"))
+    assert main(["check-shards", str(data / "train.json"), "--allow-outside-index", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["good"] == 3
+
+
+def test_allow_outside_index_from_the_environment(tmp_path, monkeypatch):
+    """`igr fit` and `igr eval` take the opt-in from IGR_ALLOW_OUTSIDE_INDEX=1."""
+    outside = _shard_folder(tmp_path / "outside")
+    data = _shard_folder(tmp_path / "data", index={"shards": [{"name": "../outside/train-000000.tar"}]})
+    with pytest.raises(IGRError):
+        resolve_shards(str(data / "train.json"))
+    monkeypatch.setenv("IGR_ALLOW_OUTSIDE_INDEX", "1")
+    assert resolve_shards(str(data / "train.json")) == [str(data / "../outside/train-000000.tar")]
+    assert os.path.samefile(resolve_shards(str(data / "train.json"))[0], outside / "train-000000.tar")
+
+
+@pytest.mark.parametrize("entry", [{"num_samples": 3}, {"name": None}, 7])
+def test_index_entry_without_a_name_is_one_line(entry, tmp_path, capsys):
+    """Catches KeyError (a traceback) for an entry without "name"."""
+    data = _shard_folder(tmp_path / "data", index={"shards": [entry]})
+    assert main(["check-shards", str(data / "train.json")]) == 2
+    assert _last_line(capsys) == (
+        f"error: {data / 'train.json'}: shard entry 0 has no 'name' (a file name beside the index)")
+
+
+def test_deep_or_huge_index_is_one_line(tmp_path, capsys, monkeypatch):
+    """Catches RecursionError from json on an index nested 100,000 deep, and an unbounded read of a huge one."""
+    data = _shard_folder(tmp_path / "data")
+    (data / "train.json").write_text('{"shards": [{"name": "train-000000.tar"}], "x": ' + "[" * 100_000
+                                     + "]" * 100_000 + "}")
+    assert main(["check-shards", str(data / "train.json")]) == 2
+    assert _last_line(capsys) == (f"error: {data / 'train.json'}: not a readable JSON index "
+                                  "(nested 100001 deep, more than the 100 allowed)")
+    import igr.data.shards as shards
+
+    (data / "train.json").write_text(json.dumps({"shards": [{"name": "train-000000.tar"}], "pad": "x" * 2000}))
+    monkeypatch.setattr(shards, "MAX_INDEX_BYTES", 1000)
+    assert main(["check-shards", str(data / "train.json")]) == 2
+    assert "more than the 1000 allowed" in _last_line(capsys)
+
+
+def test_deep_meta_json_is_a_counted_skip(tmp_path, capsys):
+    """Catches one sample's meta.json nested 100,000 deep stopping check-shards, curate and training with
+    RecursionError: it is one undecodable sample, counted, and the others are used."""
+    from igr.data import iter_samples
+
+    data = tmp_path / "data"
+    data.mkdir()
+    deep = {**good_sample("deep"), "meta.json": b"[" * 100_000 + b"]" * 100_000}
+    write_tar(str(data / "train-000000.tar"), [good_sample("a"), deep, good_sample("b")])
+    assert main(["check-shards", str(data), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["good"] == 2 and report["skipped"]["undecodable"] == 1
+    assert "nested 100000 deep" in report["examples"]["undecodable"][0]
+    assert [s["key"] for s in iter_samples(str(data))] == ["a", "b"]  # the training/eval reader
+    assert main(["curate", str(data), "--out", str(tmp_path / "out"), "--set", "keep_fraction=null"]) == 0
+    assert "invalid, undecodable image or metadata (undecodable): 1" in capsys.readouterr().out
+
+
+def test_duplicate_keys_are_reported_and_curate_counts_what_it_wrote(tmp_path, capsys):
+    """Catches duplicate keys passing check-shards silently, and `curate --keep-list` printing "kept 3" for a
+    set it wrote with 2 samples."""
+    data = tmp_path / "data"
+    data.mkdir()
+    write_tar(str(data / "train-000000.tar"), [good_sample("a"), good_sample("b")])
+    write_tar(str(data / "train-000001.tar"), [good_sample("a", "full")])
+    assert main(["check-shards", str(data), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["skipped"]["duplicate_key"] == 1 and report["good"] == 2 and not report["ok"]
+    assert str(data / "train-000001.tar") in report["examples"]["duplicate_key"][0]
+    keep = tmp_path / "keep.txt"
+    keep.write_text("a\nb\n")
+    out = tmp_path / "out"
+    assert main(["curate", str(data), "--out", str(out), "--keep-list", str(keep)]) == 0
+    printed = capsys.readouterr().out
+    written = json.loads((out / "train.json").read_text())["num_samples"]
+    assert written == 2 and "\nkept 2 (" in printed
+    assert "(duplicate_key): 1" in printed
