@@ -151,3 +151,122 @@ def test_duplicate_keys_are_reported_and_curate_counts_what_it_wrote(tmp_path, c
     written = json.loads((out / "train.json").read_text())["num_samples"]
     assert written == 2 and "\nkept 2 (" in printed
     assert "(duplicate_key): 1" in printed
+
+
+# --------------------------------------------------------------------------- 2. --overwrite
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _a_run(root: Path) -> Path:
+    """A run folder as `igr fit` leaves it (the checkpoint's content does not matter: the refusal comes first)."""
+    run = root / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    (run / "config.yaml").write_text("trainer: {}\n")
+    (run / "events.out.tfevents.1").write_bytes(b"log")
+    return run
+
+
+@pytest.mark.parametrize("out", [".", "..", "{root}"])
+def test_export_never_replaces_the_current_folder_or_a_parent(out, tmp_path, capsys, monkeypatch):
+    """Catches `igr export CKPT --out . --overwrite` deleting the whole current folder, checkpoint included."""
+    work = tmp_path / "work"
+    run = _a_run(work)
+    monkeypatch.chdir(run)
+    before = _tree(tmp_path)
+    assert main(["export", "checkpoints/last.ckpt", "--out", out.format(root=work), "--overwrite"]) == 2
+    assert _last_line(capsys) == (f"error: {out.format(root=work)}: is the current folder or one of its parents; "
+                                  "--overwrite never replaces that")
+    assert _tree(tmp_path) == before
+
+
+def test_export_never_replaces_the_folder_holding_its_checkpoint(tmp_path, capsys, monkeypatch):
+    """Catches `igr export run/checkpoints/last.ckpt --out run --overwrite` deleting the run's checkpoints,
+    config.yaml and logs (and reporting success)."""
+    run = _a_run(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = _tree(tmp_path)
+    assert main(["export", "run/checkpoints/last.ckpt", "--out", "run", "--overwrite"]) == 2
+    assert _last_line(capsys) == ("error: run: holds run/checkpoints/last.ckpt, an input of this command; "
+                                  "--overwrite never replaces an input")
+    assert _tree(tmp_path) == before and run.is_dir()
+
+
+def test_overwrite_replaces_only_an_earlier_output_of_the_same_kind(tiny_model, tmp_path):
+    """Catches --overwrite replacing any folder it is pointed at: only a folder with igr's marker of the same kind
+    (here a pipeline folder) is replaced; a plain folder, another kind's output and a file are refused."""
+    from igr.atomic import MARKER, atomic_directory
+    from igr.export import export_pipeline
+
+    plain = tmp_path / "photos"
+    plain.mkdir()
+    (plain / "me.jpg").write_bytes(b"jpeg")
+    with pytest.raises(IGRError, match=r"photos: not an earlier pipeline folder written by igr \(no \.igr-output"):
+        export_pipeline(tiny_model, plain, overwrite=True)
+    with atomic_directory(tmp_path / "vae", kind="tiny-vae") as tmp:
+        (tmp / "config.json").write_text("{}")
+    with pytest.raises(IGRError, match=r"vae: not an earlier pipeline folder written by igr \(an igr tiny-vae output"):
+        export_pipeline(tiny_model, tmp_path / "vae", overwrite=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(IGRError, match="file: not an earlier pipeline folder"):
+        export_pipeline(tiny_model, tmp_path / "file", overwrite=True)
+    assert (plain / "me.jpg").read_bytes() == b"jpeg" and (tmp_path / "vae" / "config.json").is_file()
+    assert (tmp_path / "file").read_text() == "x"
+
+    pipe = export_pipeline(tiny_model, tmp_path / "pipe")
+    assert json.loads((pipe / MARKER).read_text())["kind"] == "pipeline"
+    (pipe / "stale.txt").write_text("from the earlier export")
+    export_pipeline(tiny_model, pipe, overwrite=True)
+    assert not (pipe / "stale.txt").exists() and (pipe / "model.yaml").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "photos", "pipe", "vae"]  # no temporaries
+
+
+KILLED_EXPORT = """
+import os, signal, sys
+import torch
+import igr.export
+from igr.config import CONFIG_DIR, load_model_config
+from igr.export import export_pipeline
+from igr.models import build_model
+
+real = igr.export.save_file
+def save_file(state, path, *a, **k):
+    real(state, path, *a, **k)
+    os.kill(os.getpid(), signal.SIGKILL)  # after the first weights file: the folder is half written
+igr.export.save_file = save_file
+export_pipeline(build_model(load_model_config(CONFIG_DIR / "model" / "tiny.yaml")), sys.argv[1])
+"""
+
+
+def test_kill_9_during_export_leaves_no_temporary_for_ever(tiny_model, tmp_path):
+    """Catches the hidden .tmp folder of a `kill -9`ed export staying for ever: the next export to the same
+    output removes it (its writer's pid is dead); a temporary whose writer still runs is left alone."""
+    import subprocess
+    import sys
+
+    from igr.atomic import MARKER
+    from igr.export import export_pipeline
+
+    out = tmp_path / "pipe"
+    proc = subprocess.run([sys.executable, "-c", KILLED_EXPORT, str(out)], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    (orphan,) = tmp_path.iterdir()
+    assert orphan.name.startswith(".pipe.") and orphan.name.endswith(".tmp") and not out.exists()
+    alive = tmp_path / ".pipe.alive.tmp"  # another export of the same folder, still writing
+    alive.mkdir()
+    (alive / MARKER).write_text(json.dumps({"kind": "pipeline", "pid": os.getpid(), "host": os.uname().nodename}))
+    export_pipeline(tiny_model, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".pipe.alive.tmp", "pipe"]
+
+
+def test_curate_overwrite_never_replaces_the_shards_it_reads(tmp_path, capsys):
+    """Catches `igr curate data --out data --overwrite` writing its output over the input shards mid-read."""
+    data = _shard_folder(tmp_path / "data")
+    before = _tree(data)
+    assert main(["curate", str(data), "--out", str(data), "--overwrite"]) == 2
+    assert _last_line(capsys) == (f"error: {data}: train-000000.tar is one of the shards being curated; "
+                                  "--overwrite never replaces an input (choose another --out or --split)")
+    assert _tree(data) == before

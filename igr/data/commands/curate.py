@@ -41,7 +41,7 @@ from igr.data.schema import (
     decode_sample,
     parse_meta,
 )
-from igr.data.shards import ShardSetWriter, iter_raw, resolve_shards, split_shards
+from igr.data.shards import ShardSetWriter, existing_split_files, iter_raw, resolve_shards, split_shards
 from igr.errors import IGRError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "curate.yaml"
@@ -197,6 +197,17 @@ def summarize(decisions: list[Decision], stats: SkipStats, hand_curated: bool) -
     }
 
 
+def _refuse_replacing_inputs(urls: list[str], out: str, split: str) -> None:
+    """``--out`` the source folder with ``--overwrite`` would replace the shards being curated while reading them."""
+    if not os.path.isdir(out):
+        return
+    for path in existing_split_files(out, split):
+        for url in urls:
+            if os.path.exists(url) and os.path.samefile(path, url):
+                raise IGRError(f"{out}: {os.path.basename(path)} is one of the shards being curated; "
+                               "--overwrite never replaces an input (choose another --out or --split)")
+
+
 def run(args) -> int:
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn
@@ -206,6 +217,7 @@ def run(args) -> int:
     allow = args.allow_outside_index or None
     urls = (split_shards(args.src, args.split, allow_outside_index=allow) if os.path.isdir(args.src)
             else resolve_shards(args.src, allow_outside_index=allow))
+    _refuse_replacing_inputs(urls, args.out, args.split)
     writer = ShardSetWriter(args.out, args.split, overwrite=args.overwrite, max_count=args.max_per_shard,
                             source=f"curated from {args.src}")
     stats = SkipStats(quiet=True)
