@@ -37,6 +37,9 @@ def _refuse_earlier_checkpoints(trainer) -> None:
 class IGRCLI(LightningCLI):
     def before_fit(self) -> None:
         # Everything here runs before trainer.fit creates the run folder, config.yaml or a TensorBoard file.
+        from igr.runlock import lock_run_folder
+
+        lock_run_folder(self.trainer)  # one writer per run folder: a second fit into it stops here
         ckpt_path = self.config[self.config.get("subcommand") or "fit"].get("ckpt_path")
         if ckpt_path is None:  # a fresh fit
             _refuse_earlier_checkpoints(self.trainer)

@@ -111,13 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != TRUST_FLAG]
     # `args` always carries the arguments here, also when `igr fit` was typed on a command line.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    with trusting_pickles(trust):
-        IGRCLI(
-            IGRSystem,
-            IGRDataModule,
-            args=["fit", *argv],
-            parser_kwargs={"parser_mode": "omegaconf+"},  # interpolations see CLI overrides
-            save_config_kwargs={"overwrite": True},
-            seed_everything_default=0,
-        )
+    from igr.runlock import release_all
+
+    try:
+        with trusting_pickles(trust):
+            IGRCLI(
+                IGRSystem,
+                IGRDataModule,
+                args=["fit", *argv],
+                parser_kwargs={"parser_mode": "omegaconf+"},  # interpolations see CLI overrides
+                save_config_kwargs={"overwrite": True},
+                seed_everything_default=0,
+            )
+    finally:
+        release_all()  # the run folder's lock (igr.runlock), also when the fit failed
     return 0

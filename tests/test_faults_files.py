@@ -241,6 +241,7 @@ export_pipeline(build_model(load_model_config(CONFIG_DIR / "model" / "tiny.yaml"
 """
 
 
+@pytest.mark.slow
 def test_kill_9_during_export_leaves_no_temporary_for_ever(tiny_model, tmp_path):
     """Catches the hidden .tmp folder of a `kill -9`ed export staying for ever: the next export to the same
     output removes it (its writer's pid is dead); a temporary whose writer still runs is left alone."""
@@ -270,3 +271,98 @@ def test_curate_overwrite_never_replaces_the_shards_it_reads(tmp_path, capsys):
     assert _last_line(capsys) == (f"error: {data}: train-000000.tar is one of the shards being curated; "
                                   "--overwrite never replaces an input (choose another --out or --split)")
     assert _tree(data) == before
+
+
+# --------------------------------------------------------------------------- 3. one run folder, one writer
+
+
+HOLDING_FIT = """
+import os, sys, time
+from pathlib import Path
+import igr.fit_cli
+from igr.cli import main
+
+def fit(self, *args, **kwargs):  # the run is under way (its lock taken): hold it until the test says go
+    ready, go = Path(os.environ["READY"]), Path(os.environ["GO"])
+    ready.write_text("")
+    for _ in range(600):
+        if go.exists():
+            return
+        time.sleep(0.1)
+igr.fit_cli.IGRCLI.fit = fit
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def fit_shards(tmp_path_factory):
+    from fit_helpers import make_shards
+
+    return make_shards(tmp_path_factory.mktemp("faults-shards"))
+
+
+def _start_holding_fit(fit_shards, run: Path, tmp_path: Path):
+    import subprocess
+    import sys
+    import time
+
+    from fit_helpers import fit_args
+
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    env = {**os.environ, "READY": str(ready), "GO": str(go),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", HOLDING_FIT, *fit_args(fit_shards, run, 1, 1)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(1200):
+        if ready.exists() or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert ready.exists(), proc.communicate()[1][-2000:]
+    return proc, go
+
+
+@pytest.mark.slow
+def test_a_second_fit_into_a_run_folder_is_refused(fit_shards, tmp_path, capsys):
+    """Catches two `igr fit` runs into one folder both going ahead (checkpoints of one, hparams.yaml of the
+    other, two event files): the second, a separate process, is refused with one line before it writes anything;
+    the lock goes with the first."""
+    from fit_helpers import fit_args
+
+    from igr.runlock import LOCK_NAME
+
+    run = tmp_path / "run"
+    first, go = _start_holding_fit(fit_shards, run, tmp_path)
+    try:
+        lock = json.loads((run / LOCK_NAME).read_text())
+        assert lock["pid"] == first.pid
+        before = _tree(run)
+        assert main(fit_args(fit_shards, run, 1, 1)) == 2
+        assert _last_line(capsys).startswith(
+            f"error: {run}: another igr fit is writing this run folder (pid {first.pid} on ")
+        assert _tree(run) == before  # no second config.yaml, hparams.yaml or event file
+    finally:
+        go.write_text("")
+        first.communicate(timeout=300)
+    assert first.returncode == 0 and not (run / LOCK_NAME).exists()
+
+
+@pytest.mark.slow
+def test_a_lock_left_by_a_killed_fit_is_taken_over(fit_shards, tmp_path, caplog):
+    """Catches a run folder locked for ever after `kill -9`: the dead writer's lock is taken over, with a warning;
+    a live writer's lock is not."""
+    import signal
+
+    from igr.runlock import LOCK_NAME, RunLock
+
+    run = tmp_path / "run"
+    first, _ = _start_holding_fit(fit_shards, run, tmp_path)
+    with pytest.raises(IGRError, match="another igr fit is writing this run folder"):
+        RunLock(run).acquire()
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    assert json.loads((run / LOCK_NAME).read_text())["pid"] == first.pid  # left behind
+    lock = RunLock(run).acquire()
+    assert json.loads((run / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert f"taking over the lock of an igr fit that ended without removing it (pid {first.pid}" in caplog.text
+    lock.release()
+    assert not (run / LOCK_NAME).exists()
