@@ -61,7 +61,9 @@ def architecture_config(model: IGRModel) -> ModelConfig:
 
 def _to_yaml_data(obj: Any) -> Any:
     data = dataclasses.asdict(obj)
-    return OmegaConf.to_container(OmegaConf.create(data), resolve=True)
+    # resolve=False: a value that reads ${oc.env:...} (from a downloaded folder's model.yaml) stays that text and
+    # never becomes the environment's value in the folder we write
+    return OmegaConf.to_container(OmegaConf.create(data), resolve=False)
 
 
 def export_pipeline(
@@ -97,10 +99,12 @@ def export_pipeline(
 
 
 def read_pipeline_config(folder: str | Path) -> dict:
-    """A pipeline folder's ``model.yaml`` as a dict; broken YAML is one line naming the file."""
+    """A pipeline folder's ``model.yaml`` as a dict; broken YAML is one line naming the file. Read literally: the
+    folder may come from the Hub, and interpolation (``${oc.env:HF_TOKEN}``) would copy the environment into what
+    is saved from it."""
     cfg_path = Path(folder) / "model.yaml"
     try:
-        doc = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
+        doc = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=False)
     except Exception as exc:  # yaml's scanner/parser errors, omegaconf's interpolation errors
         raise IGRError(f"{cfg_path}: not a readable YAML file ({yaml_error_line(exc)})") from None
     if not isinstance(doc, dict):

@@ -8,13 +8,20 @@ path in the resolved config is checked, so a typo fails in seconds with the path
 Checkpoints (``--ckpt_path``, ``--model.init_from``) are loaded weights-only; ``--trust-pickle`` allows one that
 needs unpickling (code from the file may run: only for a source you trust). ``--ckpt_path last`` resumes from
 the newest complete checkpoint (:mod:`igr.checkpoints`).
+
+``${...}`` in the configs refers to other keys (``save_dir: "${...default_root_dir}"``); resolvers such as
+``${oc.env:NAME}`` are refused unless ``IGR_FIT_RESOLVERS=1`` is set (:func:`key_references_only`). One ``igr fit``
+writes into a run folder at a time (:mod:`igr.runlock`).
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from igr.errors import IGRError
@@ -98,6 +105,42 @@ def _near(key: str, valid) -> str:
     return f"; did you mean {', '.join(near)}?" if near else f"; valid keys: {', '.join(sorted(valid))}"
 
 
+RESOLVERS_ENV = "IGR_FIT_RESOLVERS"
+# OmegaConf's own resolvers (omegaconf.omegaconf.register_default_resolvers); a name not registered is refused by
+# OmegaConf itself
+_OMEGACONF_RESOLVERS = ("oc.coerce", "oc.create", "oc.decode", "oc.deprecated", "oc.env", "oc.select", "oc.dict.keys",
+                        "oc.dict.values")
+
+
+@contextmanager
+def key_references_only() -> Iterator[None]:
+    """While ``igr fit`` parses its configs, ``${...}`` resolves references between keys (``${...default_root_dir}``)
+    and nothing else: a resolver such as ``${oc.env:HF_TOKEN}`` in a config, an override or a checkpoint's
+    hyper-parameters would copy the environment into ``config.yaml`` and ``hparams.yaml``. ``IGR_FIT_RESOLVERS=1``
+    lets OmegaConf's resolvers run (a config you wrote yourself)."""
+    from omegaconf import OmegaConf
+
+    if os.environ.get(RESOLVERS_ENV, "") == "1":
+        yield
+        return
+
+    def refuse(name: str):
+        def resolver(*args, **kwargs):
+            raise IGRError(f"${{{name}:...}} in the fit config: igr fit resolves only references between keys; "
+                           f"set {RESOLVERS_ENV}=1 to let it run {name}")
+        return resolver
+
+    with warnings.catch_warnings():
+        # OmegaConf 2.4 renames it register_resolver (2.3's register_resolver is the old, string-only API)
+        warnings.simplefilter("ignore", UserWarning)
+        for name in _OMEGACONF_RESOLVERS:
+            OmegaConf.register_new_resolver(name, refuse(name), replace=True)
+    try:
+        yield
+    finally:
+        OmegaConf.clear_resolvers()  # OmegaConf's defaults again
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _preflight(argv)
@@ -114,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     from igr.runlock import release_all
 
     try:
-        with trusting_pickles(trust):
+        with trusting_pickles(trust), key_references_only():
             IGRCLI(
                 IGRSystem,
                 IGRDataModule,

@@ -366,3 +366,58 @@ def test_a_lock_left_by_a_killed_fit_is_taken_over(fit_shards, tmp_path, caplog)
     assert f"taking over the lock of an igr fit that ended without removing it (pid {first.pid}" in caplog.text
     lock.release()
     assert not (run / LOCK_NAME).exists()
+
+
+# --------------------------------------------------------------------------- 4. no interpolation of loaded files
+
+TOKEN = "hf_SECRET_token_0123456789"
+
+
+def _holds_token(folder: Path) -> list[str]:
+    return [name for name, data in _tree(folder).items() if TOKEN.encode() in data]
+
+
+def test_a_pipeline_folder_is_read_literally(tiny_pipeline_dir, tmp_path, monkeypatch):
+    """Catches `name: ${oc.env:HF_TOKEN}` in a downloaded folder's model.yaml putting the token into the
+    model.yaml and model card that save_pretrained writes."""
+    import shutil
+
+    import yaml
+
+    from igr.config import load_model_config
+    from igr.pipeline import IGRPipeline
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    src = Path(shutil.copytree(tiny_pipeline_dir, tmp_path / "downloaded"))
+    doc = yaml.safe_load((src / "model.yaml").read_text())
+    doc["model"]["name"] = "${oc.env:HF_TOKEN}"
+    (src / "model.yaml").write_text(yaml.safe_dump(doc))
+    pipe = IGRPipeline.from_pretrained(src)
+    assert pipe.model.config.name == "${oc.env:HF_TOKEN}"
+    out = pipe.save_pretrained(tmp_path / "saved")
+    assert _holds_token(out) == []
+    assert yaml.safe_load((out / "model.yaml").read_text())["model"]["name"] == "${oc.env:HF_TOKEN}"
+    model_yaml = tmp_path / "model.yaml"
+    model_yaml.write_text(yaml.safe_dump(doc["model"]))
+    assert load_model_config(model_yaml).name == "${oc.env:HF_TOKEN}"
+
+
+@pytest.mark.parametrize("where", ["config", "override"])
+def test_fit_configs_resolve_key_references_only(where, fit_shards, tmp_path, capsys, monkeypatch):
+    """Catches `${oc.env:HF_TOKEN}` in a fit config (or an override) copying the token into config.yaml and
+    hparams.yaml: one line, exit 2, no run folder. (References between keys, `${...default_root_dir}` in every
+    experiment file, keep working: every other fit test uses them.)"""
+    from fit_helpers import fit_args
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    run = tmp_path / "run"
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("model:\n  model:\n    name: ${oc.env:HF_TOKEN}\n")
+    more = ["-c", str(extra)] if where == "config" else ["--model.model.name=${oc.env:HF_TOKEN}"]
+    assert main(fit_args(fit_shards, run, 1, 1, *more)) == 2
+    assert _last_line(capsys) == ("error: ${oc.env:...} in the fit config: igr fit resolves only references between "
+                                  "keys; set IGR_FIT_RESOLVERS=1 to let it run oc.env")
+    assert not run.exists() and _holds_token(tmp_path) == []
+    from omegaconf import OmegaConf
+
+    assert OmegaConf.create({"x": "${oc.env:HF_TOKEN}"}).x == TOKEN  # OmegaConf's own resolvers are back after
