@@ -49,6 +49,9 @@ class IGRCLI(LightningCLI):
                 self.model.apply_init_from()
         _check_setup(self.model, self.datamodule)
         self.datamodule.setup("fit")  # a missing shard path fails now, naming the key and the path
+        from igr.data.shards import require_usable
+
+        require_usable(self.datamodule.train_shards, "data.train_shards")  # every shard unreadable: stop here
         from igr.checkpoints import harden
 
         harden(self.trainer)

@@ -120,6 +120,11 @@ def release_all() -> None:
 atexit.register(release_all)
 
 
+def run_folder() -> str:
+    """The run folder this process holds (for messages), or "run folder"."""
+    return str(_HELD[0].folder) if _HELD else "run folder"
+
+
 def lock_run_folder(trainer) -> RunLock | None:
     """Lock the trainer's run folder (``default_root_dir``), on global rank 0 only: the other ranks of a DDP run
     are the same run. A remote root (``s3://``…) is not locked."""

@@ -17,6 +17,7 @@ writes into a run folder at a time (:mod:`igr.runlock`).
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 import sys
 import warnings
@@ -154,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != TRUST_FLAG]
     # `args` always carries the arguments here, also when `igr fit` was typed on a command line.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    from igr.runlock import release_all
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from igr.runlock import release_all, run_folder
 
     try:
         with trusting_pickles(trust), key_references_only():
@@ -166,6 +169,20 @@ def main(argv: list[str] | None = None) -> int:
                 save_config_kwargs={"overwrite": True},
                 seed_everything_default=0,
             )
+    except SystemExit as exc:
+        # Lightning answers Ctrl-C by a graceful shutdown and exit(1) from inside its KeyboardInterrupt handler;
+        # the shell convention (and igr's other commands) is 130
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            print("interrupted", file=sys.stderr)
+            return 130
+        raise
+    except MisconfigurationException as exc:  # Lightning's check of a trainer setting: its first line says it
+        raise IGRError(f"trainer: {str(exc).strip().splitlines()[0]}") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:  # a checkpoint or log write; the saves are atomic, so nothing torn is left
+            raise IGRError(f"{exc.filename or run_folder()}: no space left on device while training; the last "
+                           "complete checkpoint is kept (resume with --ckpt_path last once there is room)") from None
+        raise
     finally:
         release_all()  # the run folder's lock (igr.runlock), also when the fit failed
     return 0

@@ -421,3 +421,127 @@ def test_fit_configs_resolve_key_references_only(where, fit_shards, tmp_path, ca
     from omegaconf import OmegaConf
 
     assert OmegaConf.create({"x": "${oc.env:HF_TOKEN}"}).x == TOKEN  # OmegaConf's own resolvers are back after
+
+
+def test_masking_config_is_read_literally(tmp_path, monkeypatch):
+    from igr.masking import load_masking_config
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    path = tmp_path / "masking.yaml"
+    path.write_text("parser_path: ${oc.env:HF_TOKEN}\n")
+    assert load_masking_config(path).parser_path == "${oc.env:HF_TOKEN}"
+
+
+# --------------------------------------------------------------------------- 5. unclean cases
+
+BROKEN_YAML = "min_mask_fraction: {a: 0.1\nkeep_fraction: 0.2\n"  # the flow mapping is never closed
+
+
+def test_curate_broken_config_is_one_line(tmp_path, capsys):
+    """Catches PyYAML's multi-line error (a traceback) from `igr curate --config`."""
+    data = _shard_folder(tmp_path / "data")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BROKEN_YAML)
+    assert main(["curate", str(data), "--out", str(tmp_path / "out"), "--config", str(bad)]) == 2
+    assert _last_line(capsys) == (f"error: {bad}: not a readable YAML config (did not find expected ',' or '}}' "
+                                  "at line 2, column 14)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_negative_max_steps_is_one_line(fit_shards, tmp_path, capsys):
+    """Catches Lightning's MisconfigurationException traceback for --trainer.max_steps=-5."""
+    from fit_helpers import fit_args
+
+    run = tmp_path / "run"
+    assert main(fit_args(fit_shards, run, 1, 1, "--trainer.max_steps=-5")) == 2
+    assert _last_line(capsys) == ("error: trainer: `max_steps` must be a non-negative integer or -1 (infinite steps). "
+                                  "You passed in -5.")
+    assert not run.exists()
+
+
+def test_every_shard_unreadable_stops_before_the_run_folder(fit_shards, tmp_path, capsys):
+    """Catches a 72-line traceback once training starts, with config.yaml, the event log and hparams.yaml left
+    behind: the train shards are checked before the run folder is made."""
+    import shutil
+
+    from fit_helpers import fit_args
+
+    shards = Path(shutil.copytree(fit_shards, tmp_path / "shards"))
+    (shards / "train-000000.tar").write_bytes(b"not a tar file" * 100)
+    run = tmp_path / "run"
+    assert main(fit_args(shards, run, 1, 1)) == 2
+    line = _last_line(capsys)
+    assert line.startswith("error: data.train_shards: no usable sample in 1 shard(s) (1 unreadable_shard); e.g. "), line
+    assert not run.exists()
+
+
+ENOSPC_FIT = """
+import errno, os, sys
+import torch
+from igr.cli import main
+
+def save(obj, f, *args, **kwargs):  # the disk fills up during the first checkpoint save
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+torch.save = save
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_checkpoint_save_is_one_line(fit_shards, tmp_path):
+    """Catches a 69-line traceback when the disk fills up during a checkpoint save."""
+    import subprocess
+    import sys
+
+    from fit_helpers import fit_args
+
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", ENOSPC_FIT, *fit_args(fit_shards, run, 2, 1)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {run}: no space left on device while training; the last complete checkpoint is kept (resume with "
+        "--ckpt_path last once there is room)")
+    assert not [p for p in run.rglob("*.tmp")]  # no torn temporary beside the checkpoints
+
+
+SIGINT_FIT = """
+import os, sys, time
+from pathlib import Path
+import igr.system
+from igr.cli import main
+
+real = igr.system.IGRSystem.training_step
+def training_step(self, *args, **kwargs):
+    Path(os.environ["READY"]).write_text("")
+    time.sleep(120)  # the user presses Ctrl-C now
+    return real(self, *args, **kwargs)
+igr.system.IGRSystem.training_step = training_step
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_sigint_during_fit_exits_130(fit_shards, tmp_path):
+    """Catches Lightning's exit(1) after Ctrl-C becoming igr fit's exit code (the CLI's convention is 130)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fit_helpers import fit_args
+
+    from igr.runlock import LOCK_NAME
+
+    ready, run = tmp_path / "ready", tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", SIGINT_FIT, *fit_args(fit_shards, run, 2, 1)],
+                            env={**os.environ, "READY": str(ready)}, stderr=subprocess.PIPE, text=True)
+    for _ in range(3000):
+        if ready.exists() or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == "interrupted" and not (run / LOCK_NAME).exists()

@@ -388,6 +388,25 @@ def iter_raw(urls: Iterable[str], stats: SkipStats | None = None) -> Iterator[di
     yield from group_by_keys(files, handler=handler)
 
 
+def require_usable(spec: str | Sequence[str], what: str) -> None:
+    """Refuse (one line) a shard set of local files none of which yields a usable sample, before a run starts
+    (e.g. before ``igr fit`` writes ``config.yaml`` and its event log). Reads until the first good sample: one
+    sample of the first shard when the set is fine. Remote sets are not opened here."""
+    urls = resolve_shards(spec)
+    if any(is_remote(u) for u in urls):
+        return
+    stats = SkipStats(quiet=True)
+    for raw in iter_raw(urls, stats):
+        try:
+            decode_sample(raw, require_garment=False)
+            return
+        except SampleError as err:
+            stats.skip(err.reason, raw.get("__url__", "?"), raw.get("__key__", "?"), err.detail)
+    counts = ", ".join(f"{n} {reason}" for reason, n in sorted(stats.counts.items())) or "no samples"
+    example = next(iter(e for ex in stats.examples.values() for e in ex), "")
+    raise IGRError(f"{what}: no usable sample in {len(urls)} shard(s) ({counts})" + (f"; e.g. {example}" if example else ""))
+
+
 def iter_samples(
     spec: str | Sequence[str],
     *,
