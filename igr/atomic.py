@@ -9,10 +9,12 @@ or folder, so a colleague or a service account can read them.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -110,20 +112,112 @@ def _normalise_modes(root: Path) -> None:
                 os.chmod(path, default_mode() | (os.stat(path).st_mode & 0o111 & ~current_umask()))
 
 
-@contextmanager
-def atomic_directory(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """``with atomic_directory(out) as tmp:`` write into ``tmp``; on success it replaces ``out``."""
+MARKER = ".igr-output"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def read_marker(folder: Path) -> dict:
+    """The marker an igr command wrote into an output folder ({} when there is none or it is unreadable)."""
+    try:
+        data = json.loads((folder / MARKER).read_text(encoding="utf-8")[:4096])
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_marker(folder: Path, kind: str) -> None:
+    # The pid and host let a later run tell a temporary left by a killed writer (gone) from one being written.
+    doc = {"kind": kind, "pid": os.getpid(), "host": socket.gethostname()}
+    (folder / MARKER).write_text(json.dumps(doc) + "\n", encoding="utf-8")
+
+
+def remove_stale_temps(out: Path) -> list[Path]:
+    """Remove temporaries of ``out`` whose writer is dead (``kill -9``, a power cut): the pid in their marker is
+    gone on this host. A temporary without a marker, or from another host, is left alone."""
+    removed = []
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        candidates = [p for p in parent.iterdir() if is_temp_of(p, out) and p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return removed
+    for tmp in candidates:
+        mark = read_marker(tmp)
+        pid = mark.get("pid")
+        if isinstance(pid, int) and mark.get("host") == socket.gethostname() and not _pid_alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it, links resolved."""
+    try:
+        return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
+    except (OSError, ValueError):
+        return False
+
+
+def check_overwrite(out: str | Path, overwrite: bool, kind: str, inputs: Iterable[str | Path] = ()) -> None:
+    """Refuse (one line) to replace ``out`` unless ``overwrite`` and it is an earlier igr output of the same
+    ``kind`` (its marker says so) that is neither the current folder nor one of its ancestors and holds none of
+    this command's ``inputs``. Nothing is replaced that the user did not create with igr as this kind of output."""
     out = Path(out)
-    if out.exists() and not overwrite:
+    if not os.path.lexists(out):
+        return
+    if not overwrite:
         raise IGRError(f"{out}: already exists (pass --overwrite to replace it)")
+    if out.is_symlink() or not out.is_dir():
+        raise IGRError(f"{out}: not an earlier {kind} folder written by igr; --overwrite replaces only those")
+    if _inside(Path.cwd(), out):
+        raise IGRError(f"{out}: is the current folder or one of its parents; --overwrite never replaces that")
+    for p in inputs:
+        if p is not None and os.path.exists(p) and _inside(Path(p), out):
+            raise IGRError(f"{out}: holds {p}, an input of this command; --overwrite never replaces an input")
+    found = read_marker(out).get("kind")
+    if found != kind:
+        what = f"an igr {found} output" if found else f"no {MARKER} marker of an igr output"
+        raise IGRError(f"{out}: not an earlier {kind} folder written by igr ({what}); --overwrite replaces only "
+                       "those: remove it yourself or choose another output")
+
+
+@contextmanager
+def atomic_directory(
+    out: str | Path, overwrite: bool = False, *, kind: str, inputs: Iterable[str | Path] = ()
+) -> Iterator[Path]:
+    """``with atomic_directory(out, kind=...) as tmp:`` write into ``tmp``; on success it replaces ``out``.
+
+    The finished folder holds a :data:`MARKER` naming ``kind``; with ``overwrite``, ``out`` is replaced only when it
+    is an earlier output of that kind and holds none of ``inputs`` (:func:`check_overwrite`). Temporaries of ``out``
+    left by a killed writer are removed first."""
+    out = Path(out)
+    inputs = list(inputs)
+    check_overwrite(out, overwrite, kind, inputs)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out), suffix=TMP_SUFFIX, dir=out.parent))
     try:
+        _write_marker(tmp, kind)
         yield tmp
         _normalise_modes(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        if os.path.lexists(out):
+            check_overwrite(out, overwrite, kind, inputs)  # again: the folder may have changed while we wrote
+            # Out of the way by a rename first, so a failure between the two steps leaves the old folder whole.
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(out), suffix=TMP_SUFFIX, dir=out.parent))
+            _write_marker(old, "replaced")  # a kill before the rmtree leaves a temporary the next run removes
+            os.replace(out, old / "old")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -139,7 +139,7 @@ def train_tiny_base(
             losses.append(loss.item())
             progress.update(task, advance=1, loss=float(np.mean(losses[-20:])))
     unet.eval()
-    with atomic_directory(out, overwrite) as tmp:
+    with atomic_directory(out, overwrite, kind="tiny-base", inputs=[shards, config.vae_path]) as tmp:
         unet.save_pretrained(tmp / "unet")
         text_encoder.save_pretrained(tmp / "text_encoder")
         shutil.copytree(config.vae_path, tmp / "vae")  # the folder is then a whole "SD1.5" for model.sd_path

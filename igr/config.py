@@ -193,7 +193,8 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise IGRError(f"{path}: config file not found")
     try:
-        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        # literally: a model config is data, and ${oc.env:...} must not copy the environment into a model.yaml
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     except Exception as exc:  # omegaconf raises several types for bad YAML
         raise IGRError(f"{path}: not a readable YAML config ({yaml_error_line(exc)})") from None
     if not isinstance(data, dict):

@@ -19,7 +19,7 @@ import dataclasses
 import pickle
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -29,7 +29,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
-from igr.atomic import atomic_directory
+from igr.atomic import atomic_directory, check_overwrite
 from igr.config import DiffusionConfig, ModelConfig, SamplingConfig, model_config_from_dict, yaml_error_line
 from igr.errors import IGRError, WeightsError
 from igr.models import IGRModel, build_model
@@ -38,6 +38,7 @@ from igr.models.vae import effective_config
 from igr.weights_io import check_shapes, load_into, read_state_dict
 
 PARTS = ("garmnet", "denoiser", "vae", "image_encoder", "prompts")
+PIPELINE_KIND = "pipeline"  # the kind in a pipeline folder's .igr-output marker: what `--overwrite` may replace
 
 
 def architecture_config(model: IGRModel) -> ModelConfig:
@@ -60,7 +61,9 @@ def architecture_config(model: IGRModel) -> ModelConfig:
 
 def _to_yaml_data(obj: Any) -> Any:
     data = dataclasses.asdict(obj)
-    return OmegaConf.to_container(OmegaConf.create(data), resolve=True)
+    # resolve=False: a value that reads ${oc.env:...} (from a downloaded folder's model.yaml) stays that text and
+    # never becomes the environment's value in the folder we write
+    return OmegaConf.to_container(OmegaConf.create(data), resolve=False)
 
 
 def export_pipeline(
@@ -69,9 +72,14 @@ def export_pipeline(
     sampling: SamplingConfig | None = None,
     overwrite: bool = False,
     card: dict | None = None,
+    inputs: Sequence[str | Path] = (),
 ) -> Path:
+    """Write ``model`` as a pipeline folder ``out``. With ``overwrite``, only an earlier pipeline folder is replaced,
+    never one holding ``inputs`` (the checkpoint exported) or the model's weight paths (:func:`igr.atomic.check_overwrite`)."""
     out = Path(out)
-    with atomic_directory(out, overwrite) as tmp:
+    cfg = model.config
+    sources = [*inputs, *(p for p in (cfg.sd_path, cfg.vae_path, cfg.ip_adapter_path, cfg.image_encoder_path) if p)]
+    with atomic_directory(out, overwrite, kind=PIPELINE_KIND, inputs=sources) as tmp:
         from igr.model_card import write_model_card  # README.md: what the model is, its licences
 
         write_model_card(tmp, model, sampling, **(card or {}))
@@ -91,10 +99,12 @@ def export_pipeline(
 
 
 def read_pipeline_config(folder: str | Path) -> dict:
-    """A pipeline folder's ``model.yaml`` as a dict; broken YAML is one line naming the file."""
+    """A pipeline folder's ``model.yaml`` as a dict; broken YAML is one line naming the file. Read literally: the
+    folder may come from the Hub, and interpolation (``${oc.env:HF_TOKEN}``) would copy the environment into what
+    is saved from it."""
     cfg_path = Path(folder) / "model.yaml"
     try:
-        doc = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
+        doc = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=False)
     except Exception as exc:  # yaml's scanner/parser errors, omegaconf's interpolation errors
         raise IGRError(f"{cfg_path}: not a readable YAML file ({yaml_error_line(exc)})") from None
     if not isinstance(doc, dict):
@@ -246,8 +256,7 @@ def export_checkpoint(
     """Pipeline folder from a training checkpoint: the config in its hyper-parameters, every weight from its
     state dict (frozen parts included), so no weight path of the training run needs to exist."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise IGRError(f"{out}: already exists (pass --overwrite to replace it)")
+    check_overwrite(out, overwrite, PIPELINE_KIND, [ckpt])  # before the (long) load; again when writing
     state, hparams = load_checkpoint_state(ckpt, trust_pickle)
     cfg = hparams.get("model")
     if isinstance(cfg, dict):
@@ -274,4 +283,4 @@ def export_checkpoint(
     if ema:
         weights.update({k[len(prefix) :]: v for k, v in state["ema_state"].items()})
     load_into(model, weights, ckpt)
-    return export_pipeline(model.eval(), out, sampling=sampling, overwrite=overwrite)
+    return export_pipeline(model.eval(), out, sampling=sampling, overwrite=overwrite, inputs=[ckpt])

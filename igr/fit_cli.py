@@ -37,6 +37,9 @@ def _refuse_earlier_checkpoints(trainer) -> None:
 class IGRCLI(LightningCLI):
     def before_fit(self) -> None:
         # Everything here runs before trainer.fit creates the run folder, config.yaml or a TensorBoard file.
+        from igr.runlock import lock_run_folder
+
+        lock_run_folder(self.trainer)  # one writer per run folder: a second fit into it stops here
         ckpt_path = self.config[self.config.get("subcommand") or "fit"].get("ckpt_path")
         if ckpt_path is None:  # a fresh fit
             _refuse_earlier_checkpoints(self.trainer)
@@ -46,6 +49,9 @@ class IGRCLI(LightningCLI):
                 self.model.apply_init_from()
         _check_setup(self.model, self.datamodule)
         self.datamodule.setup("fit")  # a missing shard path fails now, naming the key and the path
+        from igr.data.shards import require_usable
+
+        require_usable(self.datamodule.train_shards, "data.train_shards")  # every shard unreadable: stop here
         from igr.checkpoints import harden
 
         harden(self.trainer)

@@ -50,7 +50,7 @@ def load_masking_config(path: str | Path | None = None) -> MaskingConfig:
     path = Path(path) if path else CONFIG_DIR / "masking.yaml"
     if not path.is_file():
         raise IGRError(f"{path}: masking config not found")
-    data = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+    data = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}  # literally, like every config we read
     unknown = set(data) - set(MaskingConfig.__dataclass_fields__)
     if unknown:
         raise IGRError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")

@@ -8,13 +8,21 @@ path in the resolved config is checked, so a typo fails in seconds with the path
 Checkpoints (``--ckpt_path``, ``--model.init_from``) are loaded weights-only; ``--trust-pickle`` allows one that
 needs unpickling (code from the file may run: only for a source you trust). ``--ckpt_path last`` resumes from
 the newest complete checkpoint (:mod:`igr.checkpoints`).
+
+``${...}`` in the configs refers to other keys (``save_dir: "${...default_root_dir}"``); resolvers such as
+``${oc.env:NAME}`` are refused unless ``IGR_FIT_RESOLVERS=1`` is set (:func:`key_references_only`). One ``igr fit``
+writes into a run folder at a time (:mod:`igr.runlock`).
 """
 
 from __future__ import annotations
 
 import difflib
+import errno
+import os
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from igr.errors import IGRError
@@ -98,6 +106,42 @@ def _near(key: str, valid) -> str:
     return f"; did you mean {', '.join(near)}?" if near else f"; valid keys: {', '.join(sorted(valid))}"
 
 
+RESOLVERS_ENV = "IGR_FIT_RESOLVERS"
+# OmegaConf's own resolvers (omegaconf.omegaconf.register_default_resolvers); a name not registered is refused by
+# OmegaConf itself
+_OMEGACONF_RESOLVERS = ("oc.coerce", "oc.create", "oc.decode", "oc.deprecated", "oc.env", "oc.select", "oc.dict.keys",
+                        "oc.dict.values")
+
+
+@contextmanager
+def key_references_only() -> Iterator[None]:
+    """While ``igr fit`` parses its configs, ``${...}`` resolves references between keys (``${...default_root_dir}``)
+    and nothing else: a resolver such as ``${oc.env:HF_TOKEN}`` in a config, an override or a checkpoint's
+    hyper-parameters would copy the environment into ``config.yaml`` and ``hparams.yaml``. ``IGR_FIT_RESOLVERS=1``
+    lets OmegaConf's resolvers run (a config you wrote yourself)."""
+    from omegaconf import OmegaConf
+
+    if os.environ.get(RESOLVERS_ENV, "") == "1":
+        yield
+        return
+
+    def refuse(name: str):
+        def resolver(*args, **kwargs):
+            raise IGRError(f"${{{name}:...}} in the fit config: igr fit resolves only references between keys; "
+                           f"set {RESOLVERS_ENV}=1 to let it run {name}")
+        return resolver
+
+    with warnings.catch_warnings():
+        # OmegaConf 2.4 renames it register_resolver (2.3's register_resolver is the old, string-only API)
+        warnings.simplefilter("ignore", UserWarning)
+        for name in _OMEGACONF_RESOLVERS:
+            OmegaConf.register_new_resolver(name, refuse(name), replace=True)
+    try:
+        yield
+    finally:
+        OmegaConf.clear_resolvers()  # OmegaConf's defaults again
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _preflight(argv)
@@ -111,13 +155,34 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != TRUST_FLAG]
     # `args` always carries the arguments here, also when `igr fit` was typed on a command line.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    with trusting_pickles(trust):
-        IGRCLI(
-            IGRSystem,
-            IGRDataModule,
-            args=["fit", *argv],
-            parser_kwargs={"parser_mode": "omegaconf+"},  # interpolations see CLI overrides
-            save_config_kwargs={"overwrite": True},
-            seed_everything_default=0,
-        )
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from igr.runlock import release_all, run_folder
+
+    try:
+        with trusting_pickles(trust), key_references_only():
+            IGRCLI(
+                IGRSystem,
+                IGRDataModule,
+                args=["fit", *argv],
+                parser_kwargs={"parser_mode": "omegaconf+"},  # interpolations see CLI overrides
+                save_config_kwargs={"overwrite": True},
+                seed_everything_default=0,
+            )
+    except SystemExit as exc:
+        # Lightning answers Ctrl-C by a graceful shutdown and exit(1) from inside its KeyboardInterrupt handler;
+        # the shell convention (and igr's other commands) is 130
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            print("interrupted", file=sys.stderr)
+            return 130
+        raise
+    except MisconfigurationException as exc:  # Lightning's check of a trainer setting: its first line says it
+        raise IGRError(f"trainer: {str(exc).strip().splitlines()[0]}") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:  # a checkpoint or log write; the saves are atomic, so nothing torn is left
+            raise IGRError(f"{exc.filename or run_folder()}: no space left on device while training; the last "
+                           "complete checkpoint is kept (resume with --ckpt_path last once there is room)") from None
+        raise
+    finally:
+        release_all()  # the run folder's lock (igr.runlock), also when the fit failed
     return 0

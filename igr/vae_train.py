@@ -109,7 +109,7 @@ def _fit_and_save(vae, data, garments, gen, out, steps, batch_size, lr, kl_weigh
     # unit-variance garment latents. scaling_factor stays 1 (SD1.5 uses a single 1/std factor on near-zero-mean latents).
     mean, std = latents.mean((0, 2, 3)), latents.std((0, 2, 3))
     vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist(), scaling_factor=1.0)
-    with atomic_directory(out, overwrite) as tmp:
+    with atomic_directory(out, overwrite, kind="tiny-vae") as tmp:
         vae.save_pretrained(tmp)
     return {
         "steps": steps,

@@ -69,11 +69,11 @@ def test_bad_samples_are_logged_once_even_when_seen_again(tmp_path, caplog):
 def test_check_shards_reports_every_kind(tmp_path, capsys):
     d = _broken_set(tmp_path)
     report = check(d, progress=False)
-    assert report["skipped"] == {**EXPECTED, "unsafe_key": 0} and report["good"] == 3 and report["nonbinary_masks"] == 1
+    assert report["skipped"] == {**EXPECTED, "unsafe_key": 0, "duplicate_key": 0} and report["good"] == 3 and report["nonbinary_masks"] == 1
     assert report["samples_seen"] == 10 and not report["ok"]
     assert main(["check-shards", d, "--json"]) == 1
     printed = json.loads(capsys.readouterr().out)
-    assert printed["skipped"] == {**EXPECTED, "unsafe_key": 0} and printed["categories"] == {"upper": 2, "lower": 0, "full": 1}
+    assert printed["skipped"] == {**EXPECTED, "unsafe_key": 0, "duplicate_key": 0} and printed["categories"] == {"upper": 2, "lower": 0, "full": 1}
     assert main(["check-shards", d]) == 1
     out = capsys.readouterr().out
     assert "good: 3" in out and "unknown category (unknown_category): 1" in out and "e.g." in out

@@ -22,6 +22,7 @@ def test_export_then_load_gives_identical_outputs(tiny_model, batch, tmp_path):
     _perturb(tiny_model)
     out = export_pipeline(tiny_model, tmp_path / "pipe")
     assert sorted(p.name for p in out.iterdir()) == [
+        ".igr-output",  # igr.atomic's marker: what --overwrite may replace
         "README.md",  # the model card (igr.model_card)
         "denoiser.safetensors",
         "garmnet.safetensors",

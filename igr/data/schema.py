@@ -42,9 +42,39 @@ UNKNOWN_CATEGORY = "unknown_category"
 UNREADABLE_SHARD = "unreadable_shard"
 NONBINARY_MASK = "nonbinary_mask"
 UNSAFE_KEY = "unsafe_key"
+DUPLICATE_KEY = "duplicate_key"
 SKIP_REASONS: tuple[str, ...] = (
-    UNDECODABLE, MISSING_FIELD, SIZE_MISMATCH, UNKNOWN_CATEGORY, UNREADABLE_SHARD, UNSAFE_KEY
+    UNDECODABLE, MISSING_FIELD, SIZE_MISMATCH, UNKNOWN_CATEGORY, UNREADABLE_SHARD, UNSAFE_KEY, DUPLICATE_KEY
 )
+
+# JSON read from data files (a sample's meta.json, a shard index) is capped before it is parsed: Python's json
+# recurses once per nesting level, so one crafted file nested 100,000 deep would stop a run with RecursionError.
+MAX_JSON_DEPTH = 100
+MAX_META_BYTES = 1 << 20
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` in JSON text (brackets inside strings do not count), without parsing."""
+    depth = deepest = 0
+    for m in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
+        if m.group() in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def loads_capped(data: bytes | str, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` for data files, refusing (ValueError, one line) what is too big or nested too deep."""
+    if len(data) > max_bytes:
+        raise ValueError(f"{len(data)} bytes, more than the {max_bytes} allowed")
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    if (depth := json_depth(text)) > max_depth:
+        raise ValueError(f"nested {depth} deep, more than the {max_depth} allowed")
+    return json.loads(text)
 
 
 def unsafe_key(key: Any) -> str | None:
@@ -70,6 +100,7 @@ SKIP_DESCRIPTIONS = {
     UNKNOWN_CATEGORY: "unknown category",
     UNREADABLE_SHARD: "unreadable shard (bad tar or URL)",
     UNSAFE_KEY: "unsafe sample key (an absolute path or one with '..')",
+    DUPLICATE_KEY: "duplicate sample key (the first sample with the key is used)",
     NONBINARY_MASK: "grey mask, binarised at the threshold (kept)",
 }
 
@@ -176,8 +207,8 @@ def parse_meta(data: bytes | None) -> dict:
     if data is None:
         return {}
     try:
-        meta = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        meta = loads_capped(data, max_bytes=MAX_META_BYTES)
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors too
         raise SampleError(UNDECODABLE, f"{META}: {exc}") from None
     if not isinstance(meta, dict):
         raise SampleError(UNDECODABLE, f"{META}: expected a JSON object")

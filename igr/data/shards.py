@@ -29,6 +29,7 @@ from igr.data.schema import (
     SampleError,
     SkipStats,
     decode_sample,
+    loads_capped,
     unsafe_key,
 )
 from igr.errors import IGRError
@@ -37,6 +38,9 @@ INDEX_FORMAT = "igr-shards/1"
 SHARD_NAME = "{split}-{index:06d}.tar"
 _REMOTE = re.compile(r"^(pipe|https?|s3|gs|gcs|ais|hf|sftp|ftp):", re.IGNORECASE)
 _GLOB_CHARS = re.compile(r"[*?\[]")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # anything webdataset's gopen could treat as a URL or command
+MAX_INDEX_BYTES = 64 << 20
+ALLOW_OUTSIDE_ENV = "IGR_ALLOW_OUTSIDE_INDEX"
 
 
 # --------------------------------------------------------------------------- resolving
@@ -46,16 +50,26 @@ def is_remote(url: str) -> bool:
     return bool(_REMOTE.match(url))
 
 
-def resolve_shards(spec: str | Sequence[str]) -> list[str]:
+def outside_index_allowed(allow: bool | None = None) -> bool:
+    """Whether index entries may name shards outside the index's folder: ``allow`` when given (a command's
+    ``--allow-outside-index``), else the environment variable ``IGR_ALLOW_OUTSIDE_INDEX=1`` (for ``igr fit`` and
+    ``igr eval``)."""
+    return allow if allow is not None else os.environ.get(ALLOW_OUTSIDE_ENV, "") == "1"
+
+
+def resolve_shards(spec: str | Sequence[str], *, allow_outside_index: bool | None = None) -> list[str]:
     """Expand a shard specification into a list of shard URLs, checking local ones exist.
 
     ``spec``: a brace pattern (``shards/train-{000000..000003}.tar``), a glob, a directory (all
     its ``*.tar``), a ``{split}.json`` index, a remote URL (``pipe:...``, ``http://...``: passed
     through unchecked), several of these joined by ``::``, or a list of them. Raises
     :class:`IGRError` naming the path when something local is missing or nothing matches.
+
+    A remote URL is taken only from ``spec`` (what the user typed or configured), never from an index: an index
+    names files inside its own folder (:func:`index_shards`).
     """
     if not isinstance(spec, str):
-        urls = [u for s in spec for u in resolve_shards(s)]
+        urls = [u for s in spec for u in resolve_shards(s, allow_outside_index=allow_outside_index)]
         if not urls:
             raise IGRError("empty shard list")
         return urls
@@ -63,7 +77,7 @@ def resolve_shards(spec: str | Sequence[str]) -> list[str]:
     if not spec:
         raise IGRError("empty shard specification")
     if "::" in spec:
-        return resolve_shards(spec.split("::"))
+        return resolve_shards(spec.split("::"), allow_outside_index=allow_outside_index)
     if is_remote(spec):
         return list(braceexpand.braceexpand(spec))
     if spec.startswith("file:"):
@@ -80,7 +94,7 @@ def resolve_shards(spec: str | Sequence[str]) -> list[str]:
                            f"e.g. {os.path.join(spec, splits[0] + '.json')}")
         return found
     if path.endswith(".json"):
-        return _shards_from_index(path)
+        return index_shards(path, allow_outside_index=allow_outside_index)
     urls: list[str] = []
     for p in braceexpand.braceexpand(path):
         if _GLOB_CHARS.search(p):
@@ -99,25 +113,40 @@ def splits_in(paths: Sequence[str]) -> set[str]:
     return {m.group(1) if (m := re.match(r"^(.*)-\d{6}\.tar$", os.path.basename(p))) else "" for p in paths}
 
 
-def split_shards(directory: str, split: str) -> list[str]:
+def split_shards(directory: str, split: str, *, allow_outside_index: bool | None = None) -> list[str]:
     """The shards of one split in a shard-set folder: its ``{split}.json`` index, else ``{split}-*.tar``."""
     index = os.path.join(directory, f"{split}.json")
     if os.path.isfile(index):
-        return _shards_from_index(index)
+        return index_shards(index, allow_outside_index=allow_outside_index)
     found = sorted(glob.glob(os.path.join(glob.escape(directory), f"{glob.escape(split)}-[0-9][0-9][0-9][0-9][0-9][0-9].tar")))
     if not found:
         raise IGRError(f"{directory}: no '{split}' shards ({split}.json or {split}-NNNNNN.tar)")
     return found
 
 
-def _shards_from_index(path: str) -> list[str]:
+def index_shards(path: str, *, allow_outside_index: bool | None = None) -> list[str]:
+    """The shard files an index lists. An index is data, maybe downloaded: each entry names a file inside the
+    index's folder (symlinks resolved). A URL or ``pipe:`` command (webdataset would run it) is refused; an
+    absolute path or one leaving the folder is refused unless allowed (:func:`outside_index_allowed`)."""
     index = read_index(path)
     base = os.path.dirname(path)
+    root = os.path.realpath(base or ".")
+    outside_ok = outside_index_allowed(allow_outside_index)
     urls = []
-    for entry in index.get("shards", []):
-        name = entry["name"] if isinstance(entry, dict) else str(entry)
-        p = name if os.path.isabs(name) or is_remote(name) else os.path.join(base, name)
-        if not is_remote(p) and not os.path.isfile(p):
+    for i, entry in enumerate(index["shards"]):
+        name = entry.get("name") if isinstance(entry, dict) else entry
+        if not isinstance(name, str) or not name:
+            raise IGRError(f"{path}: shard entry {i} has no 'name' (a file name beside the index)")
+        if _SCHEME.match(name):
+            raise IGRError(f"{path}: shard entry {i} ({name[:60]!r}) is a URL or command; an index names files "
+                           "beside it (give URLs and pipe: on the command line or in your config)")
+        p = os.path.join(base, name)
+        if not outside_ok:
+            real = os.path.realpath(p)
+            if os.path.isabs(name) or os.path.commonpath([root, real]) != root:
+                raise IGRError(f"{path}: shard entry {i} ({name[:200]!r}) is outside the index's folder; "
+                               f"pass --allow-outside-index (or set {ALLOW_OUTSIDE_ENV}=1) if you trust this index")
+        if not os.path.isfile(p):
             raise IGRError(f"{p}: shard listed in {path} not found")
         urls.append(p)
     if not urls:
@@ -127,11 +156,12 @@ def _shards_from_index(path: str) -> list[str]:
 
 def read_index(path: str) -> dict:
     try:
-        with open(path, encoding="utf-8") as f:
-            index = json.load(f)
+        with open(path, "rb") as f:
+            data = f.read(MAX_INDEX_BYTES + 1)
+        index = loads_capped(data, max_bytes=MAX_INDEX_BYTES)
     except FileNotFoundError:
         raise IGRError(f"{path}: index not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError, too big or too deep
         raise IGRError(f"{path}: not a readable JSON index ({exc})") from None
     if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
         raise IGRError(f"{path}: not a shard index (no 'shards' list)")
@@ -356,6 +386,25 @@ def iter_raw(urls: Iterable[str], stats: SkipStats | None = None) -> Iterator[di
     streams = url_opener(({"url": u} for u in urls), handler=handler)
     files = tar_file_expander(streams, handler=handler)
     yield from group_by_keys(files, handler=handler)
+
+
+def require_usable(spec: str | Sequence[str], what: str) -> None:
+    """Refuse (one line) a shard set of local files none of which yields a usable sample, before a run starts
+    (e.g. before ``igr fit`` writes ``config.yaml`` and its event log). Reads until the first good sample: one
+    sample of the first shard when the set is fine. Remote sets are not opened here."""
+    urls = resolve_shards(spec)
+    if any(is_remote(u) for u in urls):
+        return
+    stats = SkipStats(quiet=True)
+    for raw in iter_raw(urls, stats):
+        try:
+            decode_sample(raw, require_garment=False)
+            return
+        except SampleError as err:
+            stats.skip(err.reason, raw.get("__url__", "?"), raw.get("__key__", "?"), err.detail)
+    counts = ", ".join(f"{n} {reason}" for reason, n in sorted(stats.counts.items())) or "no samples"
+    example = next(iter(e for ex in stats.examples.values() for e in ex), "")
+    raise IGRError(f"{what}: no usable sample in {len(urls)} shard(s) ({counts})" + (f"; e.g. {example}" if example else ""))
 
 
 def iter_samples(

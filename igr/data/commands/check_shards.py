@@ -11,7 +11,14 @@ import argparse
 import json
 from collections import Counter
 
-from igr.data.schema import SKIP_DESCRIPTIONS, SKIP_REASONS, SampleError, SkipStats, decode_sample
+from igr.data.schema import (
+    DUPLICATE_KEY,
+    SKIP_DESCRIPTIONS,
+    SKIP_REASONS,
+    SampleError,
+    SkipStats,
+    decode_sample,
+)
 from igr.data.shards import find_index, iter_raw, resolve_shards
 
 
@@ -21,17 +28,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unpaired", action="store_true",
                         help="samples need no garment (default: from the index, else garments are required)")
     parser.add_argument("--mask-threshold", type=int, default=127, help="grey mask threshold (default: 127)")
+    parser.add_argument("--allow-outside-index", action="store_true",
+                        help="let an index name shards outside its own folder (absolute paths, '..'): only for an "
+                             "index you trust")
 
 
-def check(pattern: str, *, unpaired: bool | None = None, threshold: int = 127, progress: bool = True) -> dict:
+def check(pattern: str, *, unpaired: bool | None = None, threshold: int = 127, progress: bool = True,
+          allow_outside_index: bool | None = None) -> dict:
     """Validate a shard set; returns the report dict that ``--json`` prints."""
-    urls = resolve_shards(pattern)
+    urls = resolve_shards(pattern, allow_outside_index=allow_outside_index)
     index = find_index(urls)
     if unpaired is None:
         unpaired = index is not None and not index.get("paired", True)
     stats = SkipStats(quiet=True)
     categories: Counter = Counter()
     seen = 0
+    first_url: dict[str, str] = {}  # key -> the shard that first held it
 
     bar = None
     if progress:
@@ -45,6 +57,11 @@ def check(pattern: str, *, unpaired: bool | None = None, threshold: int = 127, p
             seen += 1
             if bar is not None:
                 bar.advance(task)
+            key, url = raw.get("__key__", "?"), raw.get("__url__", "?")
+            if key in first_url:  # readers would train on one sample twice, curate would keep only one
+                stats.skip(DUPLICATE_KEY, url, key, f"key also in {first_url[key]}")
+                continue
+            first_url[key] = url
             try:
                 d = decode_sample(raw, require_garment=not unpaired, threshold=threshold)
             except SampleError as err:
@@ -74,7 +91,7 @@ def check(pattern: str, *, unpaired: bool | None = None, threshold: int = 127, p
 
 def run(args) -> int:
     report = check(args.pattern, unpaired=True if args.unpaired else None, threshold=args.mask_threshold,
-                   progress=not args.json)
+                   progress=not args.json, allow_outside_index=args.allow_outside_index or None)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
         return 0 if report["ok"] else 1

@@ -33,8 +33,15 @@ from igr.data.curation import (
     measure_mask,
     quality_score,
 )
-from igr.data.schema import SKIP_DESCRIPTIONS, SampleError, SkipStats, decode_sample
-from igr.data.shards import ShardSetWriter, iter_raw, resolve_shards, split_shards
+from igr.data.schema import (
+    DUPLICATE_KEY,
+    SKIP_DESCRIPTIONS,
+    SampleError,
+    SkipStats,
+    decode_sample,
+    parse_meta,
+)
+from igr.data.shards import ShardSetWriter, existing_split_files, iter_raw, resolve_shards, split_shards
 from igr.errors import IGRError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "curate.yaml"
@@ -60,20 +67,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-fix", action="store_true", help="keep extreme-proportion garments as they are")
     parser.add_argument("--overwrite", action="store_true", help="replace existing shards of this split in --out")
     parser.add_argument("--max-per-shard", type=int, default=1000, help="samples per output shard (default: 1000)")
+    parser.add_argument("--allow-outside-index", action="store_true",
+                        help="let SRC's index name shards outside its own folder (absolute paths, '..'): only for an "
+                             "index you trust")
 
 
 def load_config(path: str | None, overrides: list[str]) -> CurationConfig:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from igr.config import yaml_error_line
+
     src = Path(path) if path else DEFAULT_CONFIG
     if not src.is_file():
         raise IGRError(f"{src}: curation config not found")
     try:
         conf = OmegaConf.load(src)
+    except Exception as exc:  # PyYAML's scanner/parser errors span several lines
+        raise IGRError(f"{src}: not a readable YAML config ({yaml_error_line(exc)})") from None
+    try:
         if overrides:
             conf = OmegaConf.merge(conf, OmegaConf.from_dotlist(overrides))
-        data = OmegaConf.to_container(conf, resolve=True) or {}
+        # read literally: thresholds are numbers, and a ${oc.env:...} must not pull the environment into the report
+        data = OmegaConf.to_container(conf, resolve=False) or {}
+        if not isinstance(data, dict):
+            raise ValueError("expected a mapping at the top level")
         return CurationConfig.from_dict(data)
     except (OmegaConfBaseException, ValueError, TypeError) as exc:
         raise IGRError(f"{src}: {exc}") from None
@@ -97,9 +115,14 @@ def plan(urls: list[str], cfg: CurationConfig, keep: set[str] | None, fix: bool,
          progress=None) -> list[Decision]:
     """Pass 1: measure every valid sample and decide its fate."""
     decisions = []
+    seen: set[str] = set()
     for raw in iter_raw(urls, stats):
         if progress is not None:
             progress()
+        if raw.get("__key__") in seen:  # pass 2 copies the first sample of a key: the one measured here
+            stats.skip(DUPLICATE_KEY, raw.get("__url__", "?"), raw["__key__"], "key seen earlier in the shards")
+            continue
+        seen.add(raw.get("__key__"))
         try:
             d = decode_sample(raw, require_garment=True)
         except SampleError as err:
@@ -147,7 +170,7 @@ def write(urls: list[str], decisions: list[Decision], writer: ShardSetWriter, cf
             continue
         sample = {k: v for k, v in raw.items() if not k.startswith("__") and v is not None}
         sample["__key__"] = raw["__key__"]
-        meta = json.loads(raw["meta.json"]) if raw.get("meta.json") else {}
+        meta = parse_meta(raw.get("meta.json"))  # pass 1 checked it
         meta["curation"] = {"rules_failed": d.failed, "fixed": d.action == "fix"}
         if d.action == "fix":
             garment = np.asarray(Image.open(io.BytesIO(raw["garment.jpg"])).convert("RGB"))
@@ -174,13 +197,27 @@ def summarize(decisions: list[Decision], stats: SkipStats, hand_curated: bool) -
     }
 
 
+def _refuse_replacing_inputs(urls: list[str], out: str, split: str) -> None:
+    """``--out`` the source folder with ``--overwrite`` would replace the shards being curated while reading them."""
+    if not os.path.isdir(out):
+        return
+    for path in existing_split_files(out, split):
+        for url in urls:
+            if os.path.exists(url) and os.path.samefile(path, url):
+                raise IGRError(f"{out}: {os.path.basename(path)} is one of the shards being curated; "
+                               "--overwrite never replaces an input (choose another --out or --split)")
+
+
 def run(args) -> int:
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     cfg = load_config(args.config, args.set)
     keep_keys = read_keep_list(args.keep_list) if args.keep_list else None
-    urls = split_shards(args.src, args.split) if os.path.isdir(args.src) else resolve_shards(args.src)
+    allow = args.allow_outside_index or None
+    urls = (split_shards(args.src, args.split, allow_outside_index=allow) if os.path.isdir(args.src)
+            else resolve_shards(args.src, allow_outside_index=allow))
+    _refuse_replacing_inputs(urls, args.out, args.split)
     writer = ShardSetWriter(args.out, args.split, overwrite=args.overwrite, max_count=args.max_per_shard,
                             source=f"curated from {args.src}")
     stats = SkipStats(quiet=True)
@@ -212,7 +249,10 @@ def run(args) -> int:
     for rule, n in summary["removed"].items():
         console.print(f"  removed by {rule}: {n}")
     console.print(f"  extreme proportion, re-framed: {summary['fixed']}")
-    console.print(f"kept {summary['kept']} ({summary['kept_fraction']:.1%}; the paper kept "
+    if index["num_samples"] != summary["kept"]:  # the shards changed between the two passes
+        console.print(f"warning: decided to keep {summary['kept']} samples but wrote {index['num_samples']}; "
+                      f"were the shards of {args.src} changed during curation?")
+    console.print(f"kept {index['num_samples']} ({summary['kept_fraction']:.1%}; the paper kept "
                   f"{PAPER_KEEP_FRACTION:.0%}) -> {args.out} ({len(index['shards'])} shard(s), report {report_path})")
     if "keep_list" in summary and summary["keep_list"]["not_found"]:
         console.print(f"warning: {summary['keep_list']['not_found']} key(s) of the keep list are not in {args.src}")
