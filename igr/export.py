@@ -31,6 +31,7 @@ from safetensors.torch import save_file
 
 from igr.atomic import atomic_directory
 from igr.config import DiffusionConfig, ModelConfig, SamplingConfig, model_config_from_dict, yaml_error_line
+from igr.ds_checkpoint import check_complete, is_deepspeed_folder, model_states_file
 from igr.errors import IGRError, WeightsError
 from igr.models import IGRModel, build_model
 from igr.models.unet import base_unet_config
@@ -174,11 +175,20 @@ def read_checkpoint(ckpt: str | Path, trust_pickle: bool | None = None, mmap: bo
     dicts, callback states likewise) and load this way. A file that needs Python objects is refused with one
     line naming ``--trust-pickle``; with it (``trust_pickle=True`` or :func:`trusting_pickles`) it is unpickled.
     ``mmap`` maps tensors instead of reading them, for a cheap look at a checkpoint's metadata.
+
+    A DeepSpeed checkpoint folder (:mod:`igr.ds_checkpoint`) is read through its model-states file, after checking
+    that its save completed: DeepSpeed's keys (``module`` in bf16, ``frozen_param_shapes``, ...) beside
+    Lightning's client state (``global_step``, ``hyper_parameters``, ``callbacks``, ...), but no ``state_dict``.
     """
     ckpt = Path(ckpt)
     trust = _TRUST_PICKLE.get() if trust_pickle is None else trust_pickle
+    if ckpt.is_dir() and is_deepspeed_folder(ckpt):
+        states_file = model_states_file(ckpt)
+        data = read_checkpoint(states_file, trust, mmap)
+        check_complete(states_file, data)
+        return data
     if not ckpt.is_file():
-        raise IGRError(f"{ckpt}: checkpoint not found")
+        raise IGRError(f"{ckpt}: checkpoint not found" + (" (a folder, not a DeepSpeed checkpoint)" if ckpt.is_dir() else ""))
     try:
         data = torch.load(ckpt, map_location="cpu", weights_only=not trust, mmap=mmap)
     except pickle.UnpicklingError as exc:

@@ -1,0 +1,131 @@
+"""Our side of DeepSpeed's checkpoint contract (Lightning 2.6's DeepSpeedStrategy, deepspeed 0.19, ZeRO-2, bf16),
+where every checkpoint is a folder: resume picks the newest complete one, interrupted saves are never picked,
+exports take frozen parts from their sources, the grad norm is the engine's, and ``init_from`` is converted once
+per node. Folders come from ``ds_layout.write_deepspeed_folder`` (DeepSpeed's layout, checked against DeepSpeed's
+own writer in the slow test at the end)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from ds_layout import write_deepspeed_folder
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from igr.checkpoints import resume_checkpoint
+from igr.errors import IGRError
+from igr.export import read_checkpoint
+
+
+def _module() -> torch.nn.Module:
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(OrderedDict(frozen=torch.nn.Linear(3, 4), trained=torch.nn.Linear(4, 2)))
+    m.frozen.requires_grad_(False)
+    m.register_buffer("scale", torch.full((2,), 0.5))
+    return m
+
+
+def _lightning_checkpoint(module: torch.nn.Module, step: int) -> dict:
+    """What Lightning's checkpoint connector hands the strategy: our hooks' entries (noise_rng, ema_state) too."""
+    return {
+        "state_dict": module.state_dict(),
+        "optimizer_states": [{}],
+        "global_step": step,
+        "epoch": 0,
+        "pytorch-lightning_version": "2.6.6",
+        "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": 0}}}},
+        "callbacks": {"EMA": {"optimization_step": step, "warmup": True}},
+        "hyper_parameters": {"init_from": None},
+        "noise_rng": [torch.Generator().manual_seed(step).get_state()],
+        "ema_state": {"trained.weight": torch.full((2, 4), float(step))},
+    }
+
+
+def _trainer(folder: Path) -> SimpleNamespace:
+    return SimpleNamespace(checkpoint_callbacks=[ModelCheckpoint(dirpath=folder)])
+
+
+def _ds(folder: Path, step: int, dp: int = 1) -> Path:
+    module = _module()
+    return write_deepspeed_folder(folder, module, _lightning_checkpoint(module, step), dp_world_size=dp)
+
+
+def test_a_deepspeed_folder_reads_as_its_client_state_cheaply(tmp_path):
+    """Lightning's keys come back from the model-states file (weights-only, memory-mapped) as from a .ckpt file."""
+    folder = _ds(tmp_path / "last.ckpt", 6)
+    data = read_checkpoint(folder, mmap=True)
+    assert data["global_step"] == 6 and data["callbacks"]["EMA"]["optimization_step"] == 6
+    assert torch.equal(data["noise_rng"][0], torch.Generator().manual_seed(6).get_state())
+    assert torch.equal(data["ema_state"]["trained.weight"], torch.full((2, 4), 6.0))
+    assert "state_dict" not in data and data["module"]["trained.weight"].dtype == torch.bfloat16
+
+
+def test_last_resumes_from_the_newest_complete_deepspeed_folder_and_reports_interrupted_saves(tmp_path, capsys):
+    """Catches folders skipped as not-files (a DeepSpeed run restarting at step 0), and an interrupted save
+    picked because its ``latest`` or its tag folder exists."""
+    ckpts = tmp_path / "checkpoints"
+    _ds(ckpts / "step000002.ckpt", 2)
+    _ds(ckpts / "step000004.ckpt", 4, dp=2)
+    # interrupted while overwriting last.ckpt: rank 1's optimizer shard cut off mid-file
+    last = _ds(ckpts / "last.ckpt", 6, dp=2)
+    shard = last / "checkpoint" / "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    # interrupted first save: no `latest` yet
+    (_ds(ckpts / "step000008.ckpt", 8) / "latest").unlink()
+    # a rank's optimizer shard never written
+    (_ds(ckpts / "step000010.ckpt", 10, dp=2) / "checkpoint" / "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt").unlink()
+    tmp = ckpts / ".last.ckpt.x1y2.tmp"  # an interrupted atomic save's temporary folder
+    _ds(tmp, 12)
+
+    assert resume_checkpoint(_trainer(ckpts), "last") == str(ckpts / "step000004.ckpt")
+    err = capsys.readouterr().err
+    assert f"removed {tmp}" in err and not tmp.exists()
+    assert f"not resuming from {shard}: truncated" in err
+    assert f"not resuming from {ckpts / 'step000008.ckpt'}: incomplete DeepSpeed checkpoint (no 'latest'" in err
+    assert "step000010.ckpt/checkpoint/bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt: missing" in err
+    assert "resuming from" in err and "step 4" in err
+
+
+def test_an_explicit_deepspeed_folder_resumes_and_an_incomplete_one_is_one_line(tmp_path):
+    folder = _ds(tmp_path / "step000004.ckpt", 4)
+    assert resume_checkpoint(_trainer(tmp_path), str(folder)) == str(folder)
+    (folder / "latest").unlink()
+    with pytest.raises(IGRError, match=r"step000004.ckpt: incomplete DeepSpeed checkpoint \(no 'latest'"):
+        resume_checkpoint(_trainer(tmp_path), str(folder))
+    (tmp_path / "other.ckpt").mkdir()
+    with pytest.raises(IGRError, match="a folder, not a DeepSpeed checkpoint"):
+        resume_checkpoint(_trainer(tmp_path), str(tmp_path / "other.ckpt"))
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    from fit_helpers import make_shards
+
+    return make_shards(tmp_path_factory.mktemp("shards"))
+
+
+def test_a_fresh_fit_over_deepspeed_folders_is_refused_with_advice_that_works(shards, tmp_path, capsys):
+    """The refusal counts folders, and sends the user to ``--ckpt_path last`` only when that would resume (it
+    sent them there when every checkpoint was an interrupted save, and ``last`` then failed)."""
+    from fit_helpers import fit_args
+
+    from igr.cli import main
+
+    run = tmp_path / "run"
+    args = fit_args(shards, run, 2)
+    last = _ds(run / "checkpoints" / "last.ckpt", 2)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: {run / 'checkpoints'}: holds checkpoints of an earlier run (last.ckpt)")
+    assert "resume it with --ckpt_path last (newest complete: last.ckpt, step 2)" in err
+
+    (last / "latest").unlink()  # now only an interrupted save is there
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--ckpt_path last" not in err
+    assert "none of them can be resumed from" in err and "no 'latest' file" in err
+    assert not (run / "lightning_logs").exists() and sorted(p.name for p in run.iterdir()) == ["checkpoints"]
