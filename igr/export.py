@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 
 from igr.atomic import atomic_directory
 from igr.config import DiffusionConfig, ModelConfig, SamplingConfig, model_config_from_dict, yaml_error_line
-from igr.ds_checkpoint import check_complete, is_deepspeed_folder, model_states_file
+from igr.ds_checkpoint import check_complete, frozen_parameter_names, is_deepspeed_folder, model_states_file
 from igr.errors import IGRError, WeightsError
 from igr.models import IGRModel, build_model
 from igr.models.unet import base_unet_config
@@ -284,4 +284,57 @@ def export_checkpoint(
     if ema:
         weights.update({k[len(prefix) :]: v for k, v in state["ema_state"].items()})
     load_into(model, weights, ckpt)
+    if Path(ckpt).is_dir():  # a DeepSpeed folder: its frozen parameters came back bf16-rounded
+        frozen = frozen_parameter_names(read_checkpoint(ckpt, trust_pickle=True, mmap=True))  # trusted to convert
+        restore_frozen_from_sources(model, cfg, diffusion, hparams.get("init_from"), frozen, ckpt)
     return export_pipeline(model.eval(), out, sampling=sampling, overwrite=overwrite)
+
+
+# Where each part's frozen weights came from when the run started (IGRSystem: build_model, then init_from into the
+# trainable parts). The prompt embeddings are computed from sd_path's text encoder.
+def _sources(cfg: ModelConfig, init_from: str | None) -> dict[str, list[str | None]]:
+    return {
+        "vae": [cfg.vae_path or cfg.sd_path],
+        "image_encoder": [cfg.image_encoder_path],
+        "prompts": [cfg.sd_path],
+        "garmnet": [cfg.sd_path, init_from],
+        "denoiser": [cfg.sd_path, cfg.ip_adapter_path, init_from],
+    }
+
+
+def restore_frozen_from_sources(
+    model: IGRModel, cfg: ModelConfig, diffusion, init_from: str | None, frozen: list[str], ckpt
+) -> None:
+    """Replace the frozen parameters (and the frozen parts' buffers) that ``zero_to_fp32`` rebuilt from the module's
+    bf16 copies with the weights they were trained from: the model rebuilt from the config's weight files (and
+    ``init_from``), in fp32. Trainable weights come from the fp32 master copy and stay. A part whose source is
+    random init or a file that is gone keeps the bf16 copy, and the export says so."""
+    import sys
+
+    prefix = "model."
+    keys = {k[len(prefix) :] for k in frozen if k.startswith(prefix)}
+    for name in ("vae", "image_encoder", "prompts"):  # frozen modules: their persistent buffers too
+        module = getattr(model, name)
+        if module is not None:
+            keys |= {f"{name}.{k}" for k, _ in module.named_buffers() if k in module.state_dict()}
+    parts = sorted({k.split(".", 1)[0] for k in keys})
+    sources = _sources(cfg, init_from)
+    missing = {n: [p for p in sources.get(n, [None]) if p and not Path(p).exists()] for n in parts}
+    usable = [n for n in parts if not missing[n] and any(sources.get(n, [None]))]
+    for n in parts:
+        if n not in usable:
+            why = f"its source {missing[n][0]} is gone" if missing[n] else "it was random init (no weight file)"
+            print(f"warning: {ckpt}: frozen {n} exported from the checkpoint's bf16 copy ({why})", file=sys.stderr)
+    if not usable:
+        return
+    source = build_model(cfg, diffusion)  # fp32, every configured weight file loaded as training started
+    if init_from and any(n in ("garmnet", "denoiser") for n in usable):
+        from igr.models.init_weights import load_trainable_weights
+
+        load_trainable_weights(source, init_from)
+    theirs = source.state_dict()
+    ours = {k: v for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for k in sorted(keys):
+            if k.split(".", 1)[0] in usable and k in ours:
+                ours[k].copy_(theirs[k])

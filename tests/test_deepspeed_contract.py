@@ -129,3 +129,62 @@ def test_a_fresh_fit_over_deepspeed_folders_is_refused_with_advice_that_works(sh
     assert "--ckpt_path last" not in err
     assert "none of them can be resumed from" in err and "no 'latest' file" in err
     assert not (run / "lightning_logs").exists() and sorted(p.name for p in run.iterdir()) == ["checkpoints"]
+
+
+def _source_weights(tiny_config, root: Path):
+    """A tiny SD1.5-style folder (UNet, VAE, text encoder) and an open_clip file: the frozen parts' sources."""
+    import dataclasses
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from igr.models.image_encoder import GarmentImageEncoder
+
+    torch.manual_seed(123)
+    UNet2DConditionModel(**tiny_config.unet).save_pretrained(root / "sd" / "unet")
+    AutoencoderKL(**tiny_config.vae).save_pretrained(root / "sd" / "vae")
+    CLIPTextModel(CLIPTextConfig(**tiny_config.text_encoder)).save_pretrained(root / "sd" / "text_encoder")
+    enc = GarmentImageEncoder(tiny_config.image_encoder, tiny_config.clip_size)
+    torch.save({f"visual.{k}": torch.randn_like(v) for k, v in enc.visual.state_dict().items()}, root / "clip.pt")
+    return dataclasses.replace(tiny_config, sd_path=str(root / "sd"), image_encoder_path=str(root / "clip.pt"))
+
+
+def test_an_export_from_a_deepspeed_folder_takes_frozen_parts_bit_exact_from_their_sources(tiny_config, tmp_path):
+    """zero_to_fp32 rebuilds frozen parameters from the module's bf16 copies: the exported VAE, image encoder and
+    GarmNet's unused tail were bf16-rounded. Now they equal their source files bit for bit, and the trained
+    weights equal the fp32 master copy."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    from igr.export import export_checkpoint
+    from igr.system import IGRSystem
+
+    cfg = _source_weights(tiny_config, tmp_path)
+    system = IGRSystem(model=cfg)
+    with torch.no_grad():  # "trained": every trainable weight moved off its start
+        for p in system.trainable_parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    checkpoint = {"state_dict": system.state_dict(), "global_step": 3, "hyper_parameters": dict(system.hparams)}
+    folder = write_deepspeed_folder(tmp_path / "last.ckpt", system, checkpoint)
+    out = export_checkpoint(folder, tmp_path / "pipe", trust_pickle=True)
+
+    vae = load_file(str(out / "vae.safetensors"))
+    src_vae = AutoencoderKL.from_pretrained(tmp_path / "sd" / "vae").state_dict()
+    assert any(not torch.equal(v, v.bfloat16().float()) for v in src_vae.values())  # bf16 would change them
+    for k, v in src_vae.items():
+        assert torch.equal(vae[f"vae.{k}"], v), k
+    clip = torch.load(tmp_path / "clip.pt")
+    enc = load_file(str(out / "image_encoder.safetensors"))
+    for k, v in clip.items():
+        assert torch.equal(enc[k], v), k
+    garmnet = load_file(str(out / "garmnet.safetensors"))
+    unet = UNet2DConditionModel.from_pretrained(tmp_path / "sd" / "unet").state_dict()
+    tail = [n for n, p in system.model.garmnet.named_parameters() if not p.requires_grad]
+    assert tail, "the tiny GarmNet has an unused, frozen tail"
+    for n in tail:
+        assert torch.equal(garmnet[n], unet[n.removeprefix("unet.")]), n
+    trained = {n: p for n, p in system.model.garmnet.named_parameters() if p.requires_grad}
+    for n, p in trained.items():
+        assert torch.equal(garmnet[n], p.detach()), n  # the fp32 master weights
+    prompts = load_file(str(out / "prompts.safetensors"))
+    assert torch.equal(prompts["embeddings"], system.model.prompts.embeddings)
