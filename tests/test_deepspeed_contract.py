@@ -188,3 +188,49 @@ def test_an_export_from_a_deepspeed_folder_takes_frozen_parts_bit_exact_from_the
         assert torch.equal(garmnet[n], p.detach()), n  # the fp32 master weights
     prompts = load_file(str(out / "prompts.safetensors"))
     assert torch.equal(prompts["embeddings"], system.model.prompts.embeddings)
+
+
+class _FakeEngine:
+    """The two calls of deepspeed 0.19's DeepSpeedEngine that the grad-norm logging makes."""
+
+    def __init__(self, norm, applied: bool) -> None:
+        self.norm, self.applied = norm, applied
+
+    def get_global_grad_norm(self):
+        return self.norm
+
+    def was_step_applied(self) -> bool:
+        return self.applied
+
+
+class _Module(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(3))
+        self.logged: dict[str, float] = {}
+
+    def log(self, name, value, **kwargs) -> None:
+        self.logged[name] = float(value)
+
+
+def test_grad_norm_is_the_engines_under_deepspeed_and_the_gradients_elsewhere():
+    """Catches a norm over ``p.grad`` under ZeRO-2, which has cleared or partitioned them: here a stale
+    ``p.grad`` of norm 5 is left behind, and the engine's norm is 7.5."""
+    from igr.callbacks import ThroughputLogger
+
+    batch = {"person": torch.zeros(2, 3, 4, 4)}
+    module = _Module()
+    module.w.grad = torch.tensor([3.0, 4.0, 0.0])
+    cb = ThroughputLogger()
+    plain = SimpleNamespace(strategy=SimpleNamespace(), world_size=1)
+    cb.on_before_optimizer_step(plain, module, None)
+    cb.on_train_batch_end(plain, module, None, batch, 0)
+    assert module.logged["train/grad_norm"] == 5.0
+
+    for applied, norm, expected in ((True, torch.tensor(7.5), 7.5), (False, 9.0, None), (True, None, None)):
+        module.logged.clear()
+        ds = SimpleNamespace(strategy=SimpleNamespace(deepspeed_engine=_FakeEngine(norm, applied)), world_size=1)
+        cb.on_before_optimizer_step(ds, module, None)
+        assert "train/grad_norm" not in module.logged  # the engine's norm is not there yet, p.grad is stale
+        cb.on_train_batch_end(ds, module, None, batch, 0)
+        assert module.logged.get("train/grad_norm") == expected
