@@ -216,6 +216,13 @@ def _first_line(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text[0][:200]}" if text else exc.__class__.__name__
 
 
+def deepspeed_trust_error(ckpt) -> IGRError:
+    return IGRError(
+        f"{ckpt}: a DeepSpeed checkpoint folder is read by unpickling its files (DeepSpeed's converter "
+        f"cannot load weights-only), which runs code from them; if you trust its source, pass {TRUST_FLAG}"
+    )
+
+
 def load_checkpoint_state(
     ckpt: str | Path, trust_pickle: bool | None = None
 ) -> tuple[dict[str, torch.Tensor], dict]:
@@ -224,10 +231,7 @@ def load_checkpoint_state(
     trust = _TRUST_PICKLE.get() if trust_pickle is None else trust_pickle
     if ckpt.is_dir():  # DeepSpeed writes a folder of shards; consolidate it first
         if not trust:
-            raise IGRError(
-                f"{ckpt}: a DeepSpeed checkpoint folder is read by unpickling its files (DeepSpeed's converter "
-                f"cannot load weights-only), which runs code from them; if you trust its source, pass {TRUST_FLAG}"
-            )
+            raise deepspeed_trust_error(ckpt)
         try:
             from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
         except ImportError as exc:  # pragma: no cover

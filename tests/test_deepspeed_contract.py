@@ -6,6 +6,9 @@ own writer in the slow test at the end)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import OrderedDict
 from pathlib import Path
 from types import SimpleNamespace
@@ -234,3 +237,98 @@ def test_grad_norm_is_the_engines_under_deepspeed_and_the_gradients_elsewhere():
         assert "train/grad_norm" not in module.logged  # the engine's norm is not there yet, p.grad is stale
         cb.on_train_batch_end(ds, module, None, batch, 0)
         assert module.logged.get("train/grad_norm") == expected
+
+
+@pytest.mark.slow  # 2 processes: ~3 min on the 2-core VM
+def test_init_from_a_deepspeed_folder_is_converted_once_per_node_and_shared(shards, tmp_path):
+    """Two real DDP processes (gloo) start from a DeepSpeed folder: one conversion (each rank unpickled ≈21 GB
+    and wrote ≈7 GB at the paper's size), both ranks start from its weights, and the cache is gone afterwards."""
+    from igr.config import CONFIG_DIR, load_diffusion_config
+    from igr.system import IGRSystem
+
+    torch.manual_seed(7)
+    coarse = IGRSystem(diffusion=load_diffusion_config(CONFIG_DIR / "experiment" / "demo.yaml"))
+    checkpoint = {"state_dict": coarse.state_dict(), "global_step": 5, "hyper_parameters": dict(coarse.hparams)}
+    folder = write_deepspeed_folder(tmp_path / "coarse" / "last.ckpt", coarse, checkpoint, dp_world_size=2)
+    run = tmp_path / "fine"
+    root = Path(__file__).resolve().parent.parent
+    cmd = [
+        sys.executable, "-m", "igr.cli", "fit", "--trust-pickle",
+        "-c", str(CONFIG_DIR / "experiment" / "demo.yaml"),
+        "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
+        f"--model.model={CONFIG_DIR / 'model' / 'tiny.yaml'}", f"--model.init_from={folder}",
+        "--model.optim.lr=1e-12", "--model.optim.weight_decay=0",  # one step leaves the start weights
+        f"--data.train_shards={shards / 'train.json'}",
+        "--data.image_size=[64, 48]", "--data.batch_size=2", "--data.num_workers=0",
+        f"--trainer.default_root_dir={run}", "--trainer.max_steps=1", "--trainer.limit_val_batches=0",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("converting DeepSpeed checkpoint") == 1, proc.stderr[-3000:]
+    assert not list(run.glob(".init_from-*")), "the conversion cache is removed once every rank has read it"
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    tail = []
+    for k, p in coarse.named_parameters():
+        if p.requires_grad:  # trained: the fp32 master weights (the frozen ones come from the run's own files)
+            assert torch.allclose(state[k], p, rtol=0, atol=1e-9), k
+        elif k.startswith("model.garmnet."):
+            tail.append(k)
+    # GarmNet's unused tail is not zero_to_fp32's bf16 copies (norm weights of 1 are bf16-exact, linear ones not)
+    assert tail and any(not torch.equal(state[k], state[k].bfloat16().float()) for k in tail)
+
+
+def _igr_fit(args: list[str]) -> subprocess.CompletedProcess:
+    """``igr fit`` in its own process (DeepSpeed leaves a process group behind)."""
+    root = Path(__file__).resolve().parent.parent
+    paths = [str(root), str(root / "tests"), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "DS_ACCELERATOR": "cpu"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "igr.cli", *args], cwd=root, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow  # real Lightning + DeepSpeed (ZeRO-2, bf16) on the CPU: ~4 min on the 2-core VM
+def test_a_real_deepspeed_run_resumes_from_its_last_folder_as_from_a_file(shards, tmp_path):
+    """Lightning's DeepSpeedStrategy writes the folders (deepspeed's own engine), 2 steps, then --ckpt_path last
+    to 4: step, optimizer, lr schedule, EMA and noise stream continue; the draws equal a plain 4-step run's. Also
+    checks ``ds_layout`` against DeepSpeed's writer: same files, same keys."""
+    import draw_recorder
+    from fit_helpers import fit_args
+
+    from igr.cli import main
+
+    def recorded(run):
+        return ["--trainer.callbacks+=draw_recorder.DrawRecorder", f"--trainer.callbacks.out={run / 'draws'}"]
+
+    no_val = "--trainer.limit_val_batches=0"
+    whole = tmp_path / "whole"
+    assert main([*fit_args(shards, whole, 4, 2), no_val, *recorded(whole)]) == 0
+    run = tmp_path / "run"
+    ds = ["--trainer.strategy=cpu_deepspeed.CPUDeepSpeedStrategy", "--trainer.strategy.stage=2",
+          "--trainer.precision=bf16-mixed", "--trust-pickle", no_val, *recorded(run)]  # fmt: skip
+    _igr_fit([*fit_args(shards, run, 2, 2), *ds])
+    last = run / "checkpoints" / "last.ckpt"
+    assert last.is_dir() and read_checkpoint(last)["global_step"] == 2
+    err = _igr_fit([*fit_args(shards, run, 4, 2), *ds, "--ckpt_path=last"]).stderr
+    assert "resuming from" in err and "step 2" in err
+    data = read_checkpoint(last, mmap=True)
+    assert data["global_step"] == 4 and data["lr_schedulers"][0]["last_epoch"] == 4
+    assert data["callbacks"]["EMA"]["optimization_step"] == 4 and "ema_state" in data
+    (shard,) = (last / "checkpoint").glob("*optim_states.pt")
+    adam = torch.load(shard, weights_only=False)["optimizer_state_dict"]["base_optimizer_state"]["state"]
+    assert {int(s["step"]) for s in adam.values()} == {4}, "the optimizer continued from step 2"
+    ours, theirs = draw_recorder.read(run / "draws")[0], draw_recorder.read(whole / "draws")[0]
+    assert [r["step"] for r in ours] == [1, 2, 3, 4]
+    for a, b in zip(ours, theirs):
+        assert (a["t"], a["keep"], a["noise"]) == (b["t"], b["keep"], b["noise"]), a["step"]
+
+    # the hand-built layout is DeepSpeed's
+    module = _module()
+    mine = write_deepspeed_folder(tmp_path / "mine", module, _lightning_checkpoint(module, 1))
+    assert sorted(p.name for p in (mine / "checkpoint").iterdir()) == sorted(
+        p.name for p in (last / "checkpoint").iterdir()
+    )
+    assert set(read_checkpoint(mine)) - set(_lightning_checkpoint(module, 1)) <= set(data)
