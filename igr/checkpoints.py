@@ -11,6 +11,8 @@ save behind; resuming from it re-runs those steps, and ModelCheckpoint's version
 - :func:`resume_checkpoint` resolves ``--ckpt_path last`` to the checkpoint with the highest global step among
   the files and DeepSpeed checkpoint folders that load complete (weights-only, tensors memory-mapped, so looking
   is cheap; :mod:`igr.ds_checkpoint`), reports the others, and removes the temporary files of interrupted saves;
+- :func:`atomic_deepspeed_saves` does the same for DeepSpeed's checkpoint folders: all ranks write into one
+  temporary folder that rank 0 renames into place once every rank is done;
 - :func:`harden` turns the version counter off, so a step file is replaced, never duplicated.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from igr.atomic import TMP_SUFFIX, atomic_file
+from igr.atomic import TMP_SUFFIX, atomic_file, default_mode, temp_prefix
 from igr.ds_checkpoint import LATEST, is_deepspeed_folder, model_states_file
 from igr.errors import IGRError
 
@@ -47,10 +50,53 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, f)
 
 
+def _replace_folder(tmp: Path, target: Path) -> None:
+    """``tmp`` renamed to ``target``: the old folder is renamed aside first (a rename, not a long delete, is all
+    that separates the two), then deleted."""
+    old = None
+    if target.exists():
+        old = target.with_name(f"{temp_prefix(target)}old{TMP_SUFFIX}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_deepspeed_saves(strategy) -> None:
+    """Make a ``DeepSpeedStrategy``'s saves atomic: every rank writes into one hidden temporary folder beside the
+    target (``.last.ckpt.XXXX.tmp``), and once all have finished, rank 0 renames it into place. DeepSpeed itself
+    overwrites a folder in place, so a kill mid-save mixed a new model state with old optimizer shards."""
+    save = strategy.save_checkpoint
+
+    def save_checkpoint(checkpoint: dict, filepath, storage_options: Any | None = None) -> None:
+        filepath = strategy.broadcast(filepath)
+        if storage_options is not None or not _is_local(filepath):
+            return save(checkpoint, filepath, storage_options)
+        target = Path(os.path.abspath(os.fspath(filepath)))
+        tmp = None
+        if strategy.is_global_zero:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = tempfile.mkdtemp(prefix=temp_prefix(target), suffix=TMP_SUFFIX, dir=target.parent)
+            os.chmod(tmp, default_mode(is_dir=True))
+        tmp = strategy.broadcast(tmp)
+        save(checkpoint, tmp)  # every rank; DeepSpeed writes `latest` before all ranks are done
+        strategy.barrier("igr_checkpoint_written")
+        if strategy.is_global_zero:
+            _replace_folder(Path(tmp), target)
+        strategy.barrier("igr_checkpoint_renamed")
+
+    strategy.save_checkpoint = save_checkpoint
+
+
 def harden(trainer) -> None:
-    """Atomic checkpoint writes and no ``-v1`` duplicates for a plain (non-DeepSpeed) trainer."""
+    """Atomic checkpoint writes (files, or DeepSpeed's folders) and no ``-v1`` duplicates."""
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
     strategy = trainer.strategy
-    if type(strategy.checkpoint_io) is TorchCheckpointIO:  # DeepSpeed and custom plugins save their own way
+    if isinstance(strategy, DeepSpeedStrategy):  # saves folders through its engine, not checkpoint_io
+        atomic_deepspeed_saves(strategy)
+    elif type(strategy.checkpoint_io) is TorchCheckpointIO:  # custom plugins save their own way
         strategy.checkpoint_io = AtomicCheckpointIO()
     for cb in trainer.checkpoint_callbacks:
         if isinstance(cb, ModelCheckpoint):

@@ -332,3 +332,63 @@ def test_a_real_deepspeed_run_resumes_from_its_last_folder_as_from_a_file(shards
         p.name for p in (last / "checkpoint").iterdir()
     )
     assert set(read_checkpoint(mine)) - set(_lightning_checkpoint(module, 1)) <= set(data)
+
+
+class _FakeDeepSpeedStrategy:
+    """One rank of a DeepSpeedStrategy whose save, like DeepSpeed's, writes into the folder in place; ``kill``
+    stops it after the new model states, before any optimizer shard (what a kill mid-save leaves)."""
+
+    is_global_zero = True
+
+    def __init__(self, scratch: Path) -> None:
+        self.scratch = scratch
+
+    def broadcast(self, obj):
+        return obj
+
+    def barrier(self, name=None) -> None:
+        pass
+
+    def save_checkpoint(self, checkpoint: dict, filepath, storage_options=None) -> None:
+        module = _module()
+        full = write_deepspeed_folder(self.scratch / str(checkpoint["global_step"]), module,
+                                      _lightning_checkpoint(module, checkpoint["global_step"]), dp_world_size=2)  # fmt: skip
+        target = Path(filepath) / "checkpoint"
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "mp_rank_00_model_states.pt").write_bytes((full / "checkpoint/mp_rank_00_model_states.pt").read_bytes())
+        if checkpoint.get("kill"):
+            raise KeyboardInterrupt
+        for shard in (full / "checkpoint").glob("*optim_states.pt"):
+            (target / shard.name).write_bytes(shard.read_bytes())
+        (Path(filepath) / "latest").write_text("checkpoint")
+
+
+def test_deepspeed_saves_are_atomic_so_a_killed_overwrite_keeps_the_previous_folder(tmp_path, capsys):
+    """DeepSpeed overwrites last.ckpt in place: a kill after the new model states left them beside the previous
+    save's (complete) optimizer shards, a mix that looks complete. Now the save goes to a temporary folder renamed
+    into place; a killed one leaves the previous folder whole and a temporary that resume removes."""
+    from igr.checkpoints import atomic_deepspeed_saves
+
+    strategy = _FakeDeepSpeedStrategy(tmp_path / "scratch")
+    atomic_deepspeed_saves(strategy)
+    ckpts = tmp_path / "checkpoints"
+    strategy.save_checkpoint({"global_step": 2}, ckpts / "last.ckpt")
+    assert read_checkpoint(ckpts / "last.ckpt")["global_step"] == 2 and sorted(ckpts.iterdir()) == [ckpts / "last.ckpt"]
+    with pytest.raises(KeyboardInterrupt):
+        strategy.save_checkpoint({"global_step": 4, "kill": True}, ckpts / "last.ckpt")
+    (tmp,) = ckpts.glob(".last.ckpt.*.tmp")
+    assert resume_checkpoint(_trainer(ckpts), "last") == str(ckpts / "last.ckpt")
+    assert read_checkpoint(ckpts / "last.ckpt")["global_step"] == 2 and not tmp.exists()
+    assert f"removed {tmp}" in capsys.readouterr().err
+    strategy.save_checkpoint({"global_step": 6}, ckpts / "last.ckpt")  # replaces the previous folder
+    assert read_checkpoint(ckpts / "last.ckpt")["global_step"] == 6 and sorted(ckpts.iterdir()) == [ckpts / "last.ckpt"]
+
+
+def test_harden_makes_a_deepspeed_strategys_saves_atomic():
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    from igr.checkpoints import harden
+
+    strategy = DeepSpeedStrategy(stage=2)
+    harden(SimpleNamespace(strategy=strategy, checkpoint_callbacks=[]))
+    assert strategy.save_checkpoint.__qualname__.startswith("atomic_deepspeed_saves")
