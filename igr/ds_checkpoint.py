@@ -10,8 +10,9 @@ with Lightning's fixed tag ``checkpoint``):
     last.ckpt/checkpoint/bf16_zero_pp_rank_R_mp_rank_00_optim_states.pt   one per data-parallel rank R: its
                                                        fp32 master weights and Adam moments
 
-A save overwrites the folder in place (the tag never changes) and ``latest`` is written before the other ranks
-necessarily finish, so neither ``latest`` nor the tag folder proves a save complete. A torch file is a zip whose
+DeepSpeed overwrites the folder in place (the tag never changes) and writes ``latest`` before the other ranks
+necessarily finish, so neither ``latest`` nor the tag folder proves a save complete. ``igr fit`` makes the saves
+atomic (:func:`igr.checkpoints.atomic_deepspeed_saves`); for folders written otherwise, a torch file is a zip whose
 directory is written last: each expected file must exist and end in a complete zip directory, which a save cut
 off mid-file does not (:func:`check_complete`). Reading the model-states file memory-mapped and weights-only is as
 cheap as looking at a ``.ckpt`` file's global step.

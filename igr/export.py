@@ -320,7 +320,8 @@ def restore_frozen_from_sources(
     for name in ("vae", "image_encoder", "prompts"):  # frozen modules: their persistent buffers too
         module = getattr(model, name)
         if module is not None:
-            keys |= {f"{name}.{k}" for k, _ in module.named_buffers() if k in module.state_dict()}
+            persistent = module.state_dict()
+            keys |= {f"{name}.{k}" for k, _ in module.named_buffers() if k in persistent}
     parts = sorted({k.split(".", 1)[0] for k in keys})
     sources = _sources(cfg, init_from)
     missing = {n: [p for p in sources.get(n, [None]) if p and not Path(p).exists()] for n in parts}

@@ -2,7 +2,7 @@
 where every checkpoint is a folder: resume picks the newest complete one, interrupted saves are never picked,
 exports take frozen parts from their sources, the grad norm is the engine's, and ``init_from`` is converted once
 per node. Folders come from ``ds_layout.write_deepspeed_folder`` (DeepSpeed's layout, checked against DeepSpeed's
-own writer in the slow test at the end)."""
+own writer in the slow test at the end, which runs Lightning's DeepSpeedStrategy on the CPU: cpu_deepspeed.py)."""
 
 from __future__ import annotations
 
@@ -316,6 +316,7 @@ def test_a_real_deepspeed_run_resumes_from_its_last_folder_as_from_a_file(shards
     assert "resuming from" in err and "step 2" in err
     data = read_checkpoint(last, mmap=True)
     assert data["global_step"] == 4 and data["lr_schedulers"][0]["last_epoch"] == 4
+    assert not list((run / "checkpoints").glob(".*")), "atomic saves leave no temporary folder"
     assert data["callbacks"]["EMA"]["optimization_step"] == 4 and "ema_state" in data
     (shard,) = (last / "checkpoint").glob("*optim_states.pt")
     adam = torch.load(shard, weights_only=False)["optimizer_state_dict"]["base_optimizer_state"]["state"]
