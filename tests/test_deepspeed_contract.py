@@ -6,6 +6,7 @@ own writer in the slow test at the end, which runs Lightning's DeepSpeedStrategy
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -21,6 +22,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from igr.checkpoints import resume_checkpoint
 from igr.errors import IGRError
 from igr.export import read_checkpoint
+
+# converting a folder (export, init_from) and building the strategy need deepspeed (the dev extras install it)
+needs_deepspeed = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="needs deepspeed")
 
 
 def _module() -> torch.nn.Module:
@@ -152,6 +156,7 @@ def _source_weights(tiny_config, root: Path):
     return dataclasses.replace(tiny_config, sd_path=str(root / "sd"), image_encoder_path=str(root / "clip.pt"))
 
 
+@needs_deepspeed
 def test_an_export_from_a_deepspeed_folder_takes_frozen_parts_bit_exact_from_their_sources(tiny_config, tmp_path):
     """zero_to_fp32 rebuilds frozen parameters from the module's bf16 copies: the exported VAE, image encoder and
     GarmNet's unused tail were bf16-rounded. Now they equal their source files bit for bit, and the trained
@@ -239,6 +244,7 @@ def test_grad_norm_is_the_engines_under_deepspeed_and_the_gradients_elsewhere():
         assert module.logged.get("train/grad_norm") == expected
 
 
+@needs_deepspeed
 @pytest.mark.slow  # 2 processes: ~3 min on the 2-core VM
 def test_init_from_a_deepspeed_folder_is_converted_once_per_node_and_shared(shards, tmp_path):
     """Two real DDP processes (gloo) start from a DeepSpeed folder: one conversion (each rank unpickled ≈21 GB
@@ -290,6 +296,7 @@ def _igr_fit(args: list[str]) -> subprocess.CompletedProcess:
     return proc
 
 
+@needs_deepspeed
 @pytest.mark.slow  # real Lightning + DeepSpeed (ZeRO-2, bf16) on the CPU: ~4 min on the 2-core VM
 def test_a_real_deepspeed_run_resumes_from_its_last_folder_as_from_a_file(shards, tmp_path):
     """Lightning's DeepSpeedStrategy writes the folders (deepspeed's own engine), 2 steps, then --ckpt_path last
@@ -385,6 +392,7 @@ def test_deepspeed_saves_are_atomic_so_a_killed_overwrite_keeps_the_previous_fol
     assert read_checkpoint(ckpts / "last.ckpt")["global_step"] == 6 and sorted(ckpts.iterdir()) == [ckpts / "last.ckpt"]
 
 
+@needs_deepspeed
 def test_harden_makes_a_deepspeed_strategys_saves_atomic():
     from lightning.pytorch.strategies import DeepSpeedStrategy
 
