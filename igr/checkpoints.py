@@ -173,6 +173,7 @@ def resume_checkpoint(trainer, ckpt_path: Any, trust_pickle: bool = False) -> An
         weights = "module" if path.is_dir() else "state_dict"  # DeepSpeed keeps the weights under its own key
         if weights not in data or not isinstance(data.get("global_step"), int):
             raise IGRError(f"{ckpt_path}: not a Lightning training checkpoint (no {weights} / global_step)")
+        _check_strategy_reads(trainer, path)
         return ckpt_path
     best: tuple[int, float, Path] | None = None
     broken: list[str] = []
@@ -192,5 +193,16 @@ def resume_checkpoint(trainer, ckpt_path: Any, trust_pickle: bool = False) -> An
         if broken:
             raise IGRError(f"ckpt_path=last: no complete checkpoint to resume from (first: {broken[0]})")
         return None  # as Lightning: "last" before the first run starts fresh
+    _check_strategy_reads(trainer, best[2])
     print(f"resuming from {best[2]} (step {best[0]}, the newest complete checkpoint)", file=sys.stderr)
     return str(best[2])
+
+
+def _check_strategy_reads(trainer, path: Path) -> None:
+    """Only DeepSpeed's engine loads a DeepSpeed folder (with its optimizer shards); any other strategy would
+    fail on it with "Is a directory" after setting everything up."""
+    if path.is_dir() and not hasattr(trainer.strategy, "deepspeed_engine"):
+        raise IGRError(
+            f"{path}: a DeepSpeed checkpoint folder, which only the DeepSpeed strategy resumes from; resume with "
+            "the DeepSpeed trainer config, or start a new run from its weights with --model.init_from"
+        )

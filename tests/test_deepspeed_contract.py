@@ -51,8 +51,9 @@ def _lightning_checkpoint(module: torch.nn.Module, step: int) -> dict:
     }
 
 
-def _trainer(folder: Path) -> SimpleNamespace:
-    return SimpleNamespace(checkpoint_callbacks=[ModelCheckpoint(dirpath=folder)])
+def _trainer(folder: Path, deepspeed: bool = True) -> SimpleNamespace:
+    strategy = SimpleNamespace(deepspeed_engine=None) if deepspeed else SimpleNamespace()
+    return SimpleNamespace(checkpoint_callbacks=[ModelCheckpoint(dirpath=folder)], strategy=strategy)
 
 
 def _ds(folder: Path, step: int, dp: int = 1) -> Path:
@@ -99,6 +100,13 @@ def test_last_resumes_from_the_newest_complete_deepspeed_folder_and_reports_inte
 def test_an_explicit_deepspeed_folder_resumes_and_an_incomplete_one_is_one_line(tmp_path):
     folder = _ds(tmp_path / "step000004.ckpt", 4)
     assert resume_checkpoint(_trainer(tmp_path), str(folder)) == str(folder)
+    # another strategy cannot read a folder: said before the fit sets anything up
+    for path in (str(folder), "last"):
+        with pytest.raises(IGRError, match="a DeepSpeed checkpoint folder, which only the DeepSpeed strategy"):
+            resume_checkpoint(_trainer(tmp_path, deepspeed=False), path)
+    (folder / "latest").write_text("")  # `latest` cut off
+    with pytest.raises(IGRError, match=r"step000004.ckpt: incomplete DeepSpeed checkpoint \('latest' names tag ''"):
+        resume_checkpoint(_trainer(tmp_path), str(folder))
     (folder / "latest").unlink()
     with pytest.raises(IGRError, match=r"step000004.ckpt: incomplete DeepSpeed checkpoint \(no 'latest'"):
         resume_checkpoint(_trainer(tmp_path), str(folder))
