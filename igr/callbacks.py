@@ -13,8 +13,19 @@ from lightning.pytorch.utilities import rank_zero_only
 from igr.sampling import image_generators
 
 
+def deepspeed_engine(trainer):
+    """The DeepSpeed engine training the module, or None under any other strategy."""
+    engine = getattr(trainer.strategy, "deepspeed_engine", None)
+    return engine if callable(getattr(engine, "get_global_grad_norm", None)) else None
+
+
 class ThroughputLogger(L.Callback):
-    """Logs ``train/samples_per_sec`` (global, all ranks) and ``train/grad_norm`` (before clipping)."""
+    """Logs ``train/samples_per_sec`` (global, all ranks) and ``train/grad_norm`` (before clipping).
+
+    Under DeepSpeed the gradients are not in ``p.grad``: ZeRO-2 reduces them into partitioned buffers and clears
+    ``p.grad`` during backward, so a norm over ``p.grad`` reads nothing or one rank's leftovers. The engine's global
+    norm is computed inside its optimizer step, so it is read after the step (``on_train_batch_end``), and only
+    when the step was applied (not between accumulation boundaries, not on an fp16 overflow)."""
 
     def __init__(self) -> None:
         self._last: float | None = None
@@ -28,8 +39,15 @@ class ThroughputLogger(L.Callback):
             samples = batch["person"].shape[0] * trainer.world_size
             pl_module.log("train/samples_per_sec", samples / (now - self._last), batch_size=1)
         self._last = now
+        engine = deepspeed_engine(trainer)
+        if engine is not None and engine.was_step_applied():
+            norm = engine.get_global_grad_norm()  # None when the ZeRO config turns the norm off
+            if norm is not None:
+                pl_module.log("train/grad_norm", float(norm), batch_size=1)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if deepspeed_engine(trainer) is not None:
+            return  # logged after the step, from the engine
         # One fused norm over all gradients, as gradient clipping computes it. Lightning's grad_norm() builds a
         # named norm per parameter: ~16 ms of a 0.32 s tiny-model step on CPU (profiled, docs/tiny-world.md round 9).
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]

@@ -9,15 +9,19 @@ save behind; resuming from it re-runs those steps, and ModelCheckpoint's version
 - :class:`AtomicCheckpointIO` writes each checkpoint beside its target and renames it into place
   (:mod:`igr.atomic`), so a checkpoint file is complete or absent;
 - :func:`resume_checkpoint` resolves ``--ckpt_path last`` to the checkpoint with the highest global step among
-  the files that load (weights-only, tensors memory-mapped, so looking is cheap), and removes the temporary
-  files of interrupted saves;
+  the files and DeepSpeed checkpoint folders that load complete (weights-only, tensors memory-mapped, so looking
+  is cheap; :mod:`igr.ds_checkpoint`), reports the others, and removes the temporary files of interrupted saves;
+- :func:`atomic_deepspeed_saves` does the same for DeepSpeed's checkpoint folders: all ranks write into one
+  temporary folder that rank 0 renames into place once every rank is done;
 - :func:`harden` turns the version counter off, so a step file is replaced, never duplicated.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,8 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from igr.atomic import TMP_SUFFIX, atomic_file
+from igr.atomic import TMP_SUFFIX, atomic_file, default_mode, temp_prefix
+from igr.ds_checkpoint import LATEST, is_deepspeed_folder, model_states_file
 from igr.errors import IGRError
 
 
@@ -45,10 +50,53 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, f)
 
 
+def _replace_folder(tmp: Path, target: Path) -> None:
+    """``tmp`` renamed to ``target``: the old folder is renamed aside first (a rename, not a long delete, is all
+    that separates the two), then deleted."""
+    old = None
+    if target.exists():
+        old = target.with_name(f"{temp_prefix(target)}old{TMP_SUFFIX}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_deepspeed_saves(strategy) -> None:
+    """Make a ``DeepSpeedStrategy``'s saves atomic: every rank writes into one hidden temporary folder beside the
+    target (``.last.ckpt.XXXX.tmp``), and once all have finished, rank 0 renames it into place. DeepSpeed itself
+    overwrites a folder in place, so a kill mid-save mixed a new model state with old optimizer shards."""
+    save = strategy.save_checkpoint
+
+    def save_checkpoint(checkpoint: dict, filepath, storage_options: Any | None = None) -> None:
+        filepath = strategy.broadcast(filepath)
+        if storage_options is not None or not _is_local(filepath):
+            return save(checkpoint, filepath, storage_options)
+        target = Path(os.path.abspath(os.fspath(filepath)))
+        tmp = None
+        if strategy.is_global_zero:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = tempfile.mkdtemp(prefix=temp_prefix(target), suffix=TMP_SUFFIX, dir=target.parent)
+            os.chmod(tmp, default_mode(is_dir=True))
+        tmp = strategy.broadcast(tmp)
+        save(checkpoint, tmp)  # every rank; DeepSpeed writes `latest` before all ranks are done
+        strategy.barrier("igr_checkpoint_written")
+        if strategy.is_global_zero:
+            _replace_folder(Path(tmp), target)
+        strategy.barrier("igr_checkpoint_renamed")
+
+    strategy.save_checkpoint = save_checkpoint
+
+
 def harden(trainer) -> None:
-    """Atomic checkpoint writes and no ``-v1`` duplicates for a plain (non-DeepSpeed) trainer."""
+    """Atomic checkpoint writes (files, or DeepSpeed's folders) and no ``-v1`` duplicates."""
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
     strategy = trainer.strategy
-    if type(strategy.checkpoint_io) is TorchCheckpointIO:  # DeepSpeed and custom plugins save their own way
+    if isinstance(strategy, DeepSpeedStrategy):  # saves folders through its engine, not checkpoint_io
+        atomic_deepspeed_saves(strategy)
+    elif type(strategy.checkpoint_io) is TorchCheckpointIO:  # custom plugins save their own way
         strategy.checkpoint_io = AtomicCheckpointIO()
     for cb in trainer.checkpoint_callbacks:
         if isinstance(cb, ModelCheckpoint):
@@ -70,26 +118,62 @@ def checkpoint_dirs(trainer) -> list[Path]:
 
 
 def remove_interrupted_saves(folder: Path) -> list[Path]:
-    """Temporary files of saves that a kill interrupted (``.NAME.ckpt.XXXX.tmp``)."""
-    found = [p for p in folder.glob(".*.ckpt.*" + TMP_SUFFIX) if p.is_file()]
+    """Temporary files (and folders) of saves that a kill interrupted (``.NAME.ckpt.XXXX.tmp``), removed."""
+    found = sorted(folder.glob(".*.ckpt.*" + TMP_SUFFIX))
     for p in found:
-        p.unlink(missing_ok=True)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
     return found
 
 
+def _mtime(path: Path) -> float:
+    return (model_states_file(path) if path.is_dir() else path).stat().st_mtime
+
+
+def scan_checkpoints(folder: Path, trust_pickle: bool = False) -> tuple[list[tuple[int, float, Path]], list[str]]:
+    """(global step, mtime, path) of each complete checkpoint in ``folder`` — files and DeepSpeed checkpoint
+    folders alike — and one line for each ``*.ckpt`` that is not (interrupted, unreadable, not Lightning's).
+    Each is read weights-only with its tensors memory-mapped, so looking is cheap."""
+    from igr.export import read_checkpoint
+
+    complete: list[tuple[int, float, Path]] = []
+    broken: list[str] = []
+    for path in sorted(folder.glob("*.ckpt")):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir() and not is_deepspeed_folder(path):
+            broken.append(f"{path}: a folder but not a DeepSpeed checkpoint (no '{LATEST}' file, no model states)")
+            continue
+        try:
+            step = read_checkpoint(path, trust_pickle=trust_pickle, mmap=True).get("global_step")
+        except IGRError as exc:
+            broken.append(str(exc))
+            continue
+        if not isinstance(step, int):
+            broken.append(f"{path}: no global_step (not a Lightning training checkpoint)")
+            continue
+        complete.append((step, _mtime(path), path))
+    return complete, broken
+
+
 def resume_checkpoint(trainer, ckpt_path: Any, trust_pickle: bool = False) -> Any:
-    """``ckpt_path`` made safe to resume from: "last" → the newest complete checkpoint (or None: start fresh);
-    a file → checked to load, with a one-line error if it does not."""
+    """``ckpt_path`` made safe to resume from: "last" → the newest complete checkpoint, file or DeepSpeed folder
+    (or None: start fresh); a given file or folder → checked to load, with a one-line error if it does not."""
     from igr.export import read_checkpoint
 
     if ckpt_path is None or ckpt_path in ("best", "hpc") or (ckpt_path != "last" and not _is_local(ckpt_path)):
         return ckpt_path
     if ckpt_path != "last":
-        if not Path(ckpt_path).is_file():
+        path = Path(ckpt_path)
+        if not path.exists():
             raise IGRError(f"{ckpt_path}: ckpt_path not found")
-        data = read_checkpoint(ckpt_path, trust_pickle=trust_pickle, mmap=True)
-        if "state_dict" not in data or "global_step" not in data:
-            raise IGRError(f"{ckpt_path}: not a Lightning training checkpoint (no state_dict / global_step)")
+        data = read_checkpoint(path, trust_pickle=trust_pickle, mmap=True)  # a folder: checked complete
+        weights = "module" if path.is_dir() else "state_dict"  # DeepSpeed keeps the weights under its own key
+        if weights not in data or not isinstance(data.get("global_step"), int):
+            raise IGRError(f"{ckpt_path}: not a Lightning training checkpoint (no {weights} / global_step)")
+        _check_strategy_reads(trainer, path)
         return ckpt_path
     best: tuple[int, float, Path] | None = None
     broken: list[str] = []
@@ -98,18 +182,9 @@ def resume_checkpoint(trainer, ckpt_path: Any, trust_pickle: bool = False) -> An
             continue
         for tmp in remove_interrupted_saves(folder):
             print(f"removed {tmp} (an interrupted checkpoint save)", file=sys.stderr)
-        for path in sorted(folder.glob("*.ckpt")):
-            if path.name.startswith(".") or not path.is_file():
-                continue
-            try:  # weights-only, tensors memory-mapped: a cheap look at global_step
-                step = read_checkpoint(path, trust_pickle=trust_pickle, mmap=True).get("global_step")
-            except IGRError as exc:
-                broken.append(str(exc))
-                continue
-            if not isinstance(step, int):
-                broken.append(f"{path}: no global_step (not a Lightning training checkpoint)")
-                continue
-            key = (step, path.stat().st_mtime, path)
+        complete, bad = scan_checkpoints(folder, trust_pickle)
+        broken += bad
+        for key in complete:
             if best is None or key[:2] > best[:2]:
                 best = key
     for line in broken:
@@ -118,5 +193,16 @@ def resume_checkpoint(trainer, ckpt_path: Any, trust_pickle: bool = False) -> An
         if broken:
             raise IGRError(f"ckpt_path=last: no complete checkpoint to resume from (first: {broken[0]})")
         return None  # as Lightning: "last" before the first run starts fresh
+    _check_strategy_reads(trainer, best[2])
     print(f"resuming from {best[2]} (step {best[0]}, the newest complete checkpoint)", file=sys.stderr)
     return str(best[2])
+
+
+def _check_strategy_reads(trainer, path: Path) -> None:
+    """Only DeepSpeed's engine loads a DeepSpeed folder (with its optimizer shards); any other strategy would
+    fail on it with "Is a directory" after setting everything up."""
+    if path.is_dir() and not hasattr(trainer.strategy, "deepspeed_engine"):
+        raise IGRError(
+            f"{path}: a DeepSpeed checkpoint folder, which only the DeepSpeed strategy resumes from; resume with "
+            "the DeepSpeed trainer config, or start a new run from its weights with --model.init_from"
+        )

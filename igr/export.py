@@ -16,12 +16,7 @@ Writes go to a temporary folder renamed into place, so an interrupted export lea
 from __future__ import annotations
 
 import dataclasses
-import pickle
-import re
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +25,17 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from igr.atomic import atomic_directory, check_overwrite
-from igr.config import DiffusionConfig, ModelConfig, SamplingConfig, model_config_from_dict, yaml_error_line
+from igr.checkpoint_io import (  # noqa: F401 - re-exported: callers import the readers from here
+    TRUST_FLAG,
+    deepspeed_trust_error,
+    load_checkpoint_state,
+    pickles_trusted,
+    read_checkpoint,
+    read_pipeline_config,
+    trusting_pickles,
+)
+from igr.config import DiffusionConfig, ModelConfig, SamplingConfig, model_config_from_dict
+from igr.ds_checkpoint import frozen_parameter_names
 from igr.errors import IGRError, WeightsError
 from igr.models import IGRModel, build_model
 from igr.models.unet import base_unet_config
@@ -98,20 +103,6 @@ def export_pipeline(
     return out
 
 
-def read_pipeline_config(folder: str | Path) -> dict:
-    """A pipeline folder's ``model.yaml`` as a dict; broken YAML is one line naming the file. Read literally: the
-    folder may come from the Hub, and interpolation (``${oc.env:HF_TOKEN}``) would copy the environment into what
-    is saved from it."""
-    cfg_path = Path(folder) / "model.yaml"
-    try:
-        doc = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=False)
-    except Exception as exc:  # yaml's scanner/parser errors, omegaconf's interpolation errors
-        raise IGRError(f"{cfg_path}: not a readable YAML file ({yaml_error_line(exc)})") from None
-    if not isinstance(doc, dict):
-        raise IGRError(f"{cfg_path}: expected a mapping at the top level")
-    return doc
-
-
 def load_pipeline(folder: str | Path, dtype: torch.dtype | None = None) -> tuple[IGRModel, SamplingConfig]:
     """Rebuild the model from a pipeline folder: built on the meta device from its config (no memory, no random
     init of 1.7 B parameters), then each file's weights assigned, checked key by key and shape by shape (cast to
@@ -156,96 +147,6 @@ def load_pipeline(folder: str | Path, dtype: torch.dtype | None = None) -> tuple
     return model.eval(), sampling
 
 
-# `--trust-pickle` for code that reaches a checkpoint through layers that do not pass flags down
-# (LightningCLI building IGRSystem(init_from=...)): set for the duration of one command.
-_TRUST_PICKLE: ContextVar[bool] = ContextVar("igr_trust_pickle", default=False)
-TRUST_FLAG = "--trust-pickle"
-
-
-@contextmanager
-def trusting_pickles(trust: bool = True) -> Iterator[None]:
-    """Within this block, checkpoints may be unpickled (the user passed ``--trust-pickle``)."""
-    token = _TRUST_PICKLE.set(trust)
-    try:
-        yield
-    finally:
-        _TRUST_PICKLE.reset(token)
-
-
-def pickles_trusted() -> bool:
-    """Whether this command runs inside :func:`trusting_pickles` (the user passed ``--trust-pickle``)."""
-    return _TRUST_PICKLE.get()
-
-
-def read_checkpoint(ckpt: str | Path, trust_pickle: bool | None = None, mmap: bool = False) -> dict:
-    """The one ``torch.load`` of a training checkpoint: weights-only, so unpickling cannot run code from the file.
-
-    Our own checkpoints hold tensors, numbers, strings and plain containers only (hyper-parameters are plain
-    dicts, callback states likewise) and load this way. A file that needs Python objects is refused with one
-    line naming ``--trust-pickle``; with it (``trust_pickle=True`` or :func:`trusting_pickles`) it is unpickled.
-    ``mmap`` maps tensors instead of reading them, for a cheap look at a checkpoint's metadata.
-    """
-    ckpt = Path(ckpt)
-    trust = _TRUST_PICKLE.get() if trust_pickle is None else trust_pickle
-    if not ckpt.is_file():
-        raise IGRError(f"{ckpt}: checkpoint not found")
-    try:
-        data = torch.load(ckpt, map_location="cpu", weights_only=not trust, mmap=mmap)
-    except pickle.UnpicklingError as exc:
-        if trust:
-            raise IGRError(f"{ckpt}: cannot read checkpoint ({_first_line(exc)})") from exc
-        found = re.search(r"GLOBAL (\S+)", str(exc))
-        what = f"a Python object ({found.group(1)})" if found else "Python objects"
-        raise IGRError(
-            f"{ckpt}: refused: the checkpoint holds {what} that only unpickling can rebuild, and unpickling "
-            f"runs code from the file; if you trust its source, pass {TRUST_FLAG}"
-        ) from None
-    except PermissionError as exc:
-        raise IGRError(f"{ckpt}: checkpoint cannot be read (permission denied)") from exc
-    except Exception as exc:  # truncated (an interrupted copy), not a torch file, ...
-        raise IGRError(
-            f"{ckpt}: cannot read checkpoint, incomplete or not a torch file ({_first_line(exc)})"
-        ) from exc
-    if not isinstance(data, dict):
-        raise IGRError(f"{ckpt}: not a Lightning checkpoint (holds a {type(data).__name__}, not a dict)")
-    return data
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{exc.__class__.__name__}: {text[0][:200]}" if text else exc.__class__.__name__
-
-
-def load_checkpoint_state(
-    ckpt: str | Path, trust_pickle: bool | None = None
-) -> tuple[dict[str, torch.Tensor], dict]:
-    """State dict and hyper-parameters from a Lightning checkpoint file (or a DeepSpeed checkpoint folder)."""
-    ckpt = Path(ckpt)
-    trust = _TRUST_PICKLE.get() if trust_pickle is None else trust_pickle
-    if ckpt.is_dir():  # DeepSpeed writes a folder of shards; consolidate it first
-        if not trust:
-            raise IGRError(
-                f"{ckpt}: a DeepSpeed checkpoint folder is read by unpickling its files (DeepSpeed's converter "
-                f"cannot load weights-only), which runs code from them; if you trust its source, pass {TRUST_FLAG}"
-            )
-        try:
-            from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
-        except ImportError as exc:  # pragma: no cover
-            raise IGRError(
-                f"{ckpt}: a DeepSpeed checkpoint folder needs `pip install -e .[deepspeed]`"
-            ) from exc
-        with tempfile.TemporaryDirectory() as tmp:
-            convert_zero_checkpoint_to_fp32_state_dict(str(ckpt), f"{tmp}/consolidated.ckpt")
-            return load_checkpoint_state(f"{tmp}/consolidated.ckpt", trust_pickle=True)
-    data = read_checkpoint(ckpt, trust)
-    if "state_dict" not in data:
-        raise IGRError(f"{ckpt}: not a Lightning checkpoint (no state_dict)")
-    state = dict(data["state_dict"])
-    if "ema_state" in data:
-        state["ema_state"] = data["ema_state"]
-    return state, data.get("hyper_parameters", {})
-
-
 def export_checkpoint(
     ckpt: str | Path,
     out: str | Path,
@@ -283,4 +184,58 @@ def export_checkpoint(
     if ema:
         weights.update({k[len(prefix) :]: v for k, v in state["ema_state"].items()})
     load_into(model, weights, ckpt)
+    if Path(ckpt).is_dir():  # a DeepSpeed folder: its frozen parameters came back bf16-rounded
+        frozen = frozen_parameter_names(read_checkpoint(ckpt, trust_pickle=True, mmap=True))  # trusted to convert
+        restore_frozen_from_sources(model, cfg, diffusion, hparams.get("init_from"), frozen, ckpt)
     return export_pipeline(model.eval(), out, sampling=sampling, overwrite=overwrite, inputs=[ckpt])
+
+
+# Where each part's frozen weights came from when the run started (IGRSystem: build_model, then init_from into the
+# trainable parts). The prompt embeddings are computed from sd_path's text encoder.
+def _sources(cfg: ModelConfig, init_from: str | None) -> dict[str, list[str | None]]:
+    return {
+        "vae": [cfg.vae_path or cfg.sd_path],
+        "image_encoder": [cfg.image_encoder_path],
+        "prompts": [cfg.sd_path],
+        "garmnet": [cfg.sd_path, init_from],
+        "denoiser": [cfg.sd_path, cfg.ip_adapter_path, init_from],
+    }
+
+
+def restore_frozen_from_sources(
+    model: IGRModel, cfg: ModelConfig, diffusion, init_from: str | None, frozen: list[str], ckpt
+) -> None:
+    """Replace the frozen parameters (and the frozen parts' buffers) that ``zero_to_fp32`` rebuilt from the module's
+    bf16 copies with the weights they were trained from: the model rebuilt from the config's weight files (and
+    ``init_from``), in fp32. Trainable weights come from the fp32 master copy and stay. A part whose source is
+    random init or a file that is gone keeps the bf16 copy, and the export says so."""
+    import sys
+
+    prefix = "model."
+    keys = {k[len(prefix) :] for k in frozen if k.startswith(prefix)}
+    for name in ("vae", "image_encoder", "prompts"):  # frozen modules: their persistent buffers too
+        module = getattr(model, name)
+        if module is not None:
+            persistent = module.state_dict()
+            keys |= {f"{name}.{k}" for k, _ in module.named_buffers() if k in persistent}
+    parts = sorted({k.split(".", 1)[0] for k in keys})
+    sources = _sources(cfg, init_from)
+    missing = {n: [p for p in sources.get(n, [None]) if p and not Path(p).exists()] for n in parts}
+    usable = [n for n in parts if not missing[n] and any(sources.get(n, [None]))]
+    for n in parts:
+        if n not in usable:
+            why = f"its source {missing[n][0]} is gone" if missing[n] else "it was random init (no weight file)"
+            print(f"warning: {ckpt}: frozen {n} exported from the checkpoint's bf16 copy ({why})", file=sys.stderr)
+    if not usable:
+        return
+    source = build_model(cfg, diffusion)  # fp32, every configured weight file loaded as training started
+    if init_from and any(n in ("garmnet", "denoiser") for n in usable):
+        from igr.init_weights import load_trainable_weights
+
+        load_trainable_weights(source, init_from)
+    theirs = source.state_dict()
+    ours = {k: v for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for k in sorted(keys):
+            if k.split(".", 1)[0] in usable and k in ours:
+                ours[k].copy_(theirs[k])

@@ -19,19 +19,31 @@ def _check_setup(system, datamodule) -> None:
         raise IGRError(f"data.image_size {size} differs from model.model.resolution {tuple(cfg.resolution)}")
 
 
-def _refuse_earlier_checkpoints(trainer) -> None:
-    """A fresh fit into a run folder that already holds checkpoints would overwrite them (same names: the version
-    counter is off, igr.checkpoints.harden), e.g. ``make train-coarse`` typed again to resume."""
-    from igr.checkpoints import checkpoint_dirs
+def _refuse_earlier_checkpoints(trainer, trust_pickle: bool = False) -> None:
+    """A fresh fit into a run folder that already holds checkpoints (files, or DeepSpeed's folders) would overwrite
+    them (same names: the version counter is off, igr.checkpoints.harden), e.g. ``make train-coarse`` typed again
+    to resume. The refusal says where to go: ``--ckpt_path last`` only when a complete checkpoint is there to
+    resume from."""
+    from igr.checkpoints import checkpoint_dirs, scan_checkpoints
 
     for folder in checkpoint_dirs(trainer):
-        found = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
-        if found:
-            shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
-            raise IGRError(
-                f"{folder}: holds checkpoints of an earlier run ({shown}) that this fresh fit would overwrite; "
-                "resume it with --ckpt_path last, or train into another --trainer.default_root_dir"
+        found = sorted(p.name for p in folder.glob("*.ckpt") if not p.name.startswith(".")) if folder.is_dir() else []
+        if not found:
+            continue
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        complete, broken = scan_checkpoints(folder, trust_pickle)
+        if complete:
+            step, _, newest = max(complete, key=lambda c: c[:2])
+            advice = f"resume it with --ckpt_path last (newest complete: {newest.name}, step {step})"
+        else:
+            advice = (
+                f"none of them can be resumed from ({broken[0]}); move them away, or train into another "
+                "--trainer.default_root_dir"
             )
+        raise IGRError(
+            f"{folder}: holds checkpoints of an earlier run ({shown}) that this fresh fit would overwrite; {advice}"
+            + (", or train into another --trainer.default_root_dir" if complete else "")
+        )
 
 
 class IGRCLI(LightningCLI):
@@ -42,7 +54,9 @@ class IGRCLI(LightningCLI):
         lock_run_folder(self.trainer)  # one writer per run folder: a second fit into it stops here
         ckpt_path = self.config[self.config.get("subcommand") or "fit"].get("ckpt_path")
         if ckpt_path is None:  # a fresh fit
-            _refuse_earlier_checkpoints(self.trainer)
+            from igr.export import pickles_trusted
+
+            _refuse_earlier_checkpoints(self.trainer, pickles_trusted())
             if self.model.init_from:
                 # Loaded now, so a refused, broken or missing file fails before any run file. (A resume takes its
                 # weights from the checkpoint and may not have the init_from file any more.)
@@ -70,9 +84,10 @@ class IGRCLI(LightningCLI):
 
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if not ckpt_path or not Path(ckpt_path).is_file():
-            return  # "last", "best" or a missing file: resolved (and reported) when fit starts
-        hparams = dict(read_checkpoint(ckpt_path).get("hyper_parameters") or {})  # --trust-pickle: see igr.train.main
+        if not ckpt_path or not Path(ckpt_path).exists():
+            return  # "last", "best" or a missing path: resolved (and reported) when fit starts
+        # a DeepSpeed folder: its model-states file carries the same hyper_parameters
+        hparams = dict(read_checkpoint(ckpt_path, mmap=True).get("hyper_parameters") or {})  # --trust-pickle: igr.train
         hparams.pop("_instantiator", None)
         if not hparams:
             return

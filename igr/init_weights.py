@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from igr.checkpoint_io import load_checkpoint_state, read_pipeline_config
 from igr.config import DiffusionConfig
 from igr.errors import IGRError
-from igr.export import load_checkpoint_state, read_pipeline_config
 from igr.models.model import IGRModel
 from igr.weights_io import load_into, read_state_dict
 

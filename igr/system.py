@@ -17,8 +17,10 @@ Precision and ranks, as a real run sees them (docs/design.md §6):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +38,9 @@ from igr.config import (
     load_model_config,
     model_config_from_dict,
 )
+from igr.ds_checkpoint import is_deepspeed_folder
 from igr.errors import IGRError
-from igr.init_weights import load_trainable_weights
+from igr.init_weights import check_parameterisation, load_trainable_weights
 from igr.models import IGRModel, adapter, build_model
 from igr.models.unet import base_unet_config
 from igr.models.vae import effective_config
@@ -118,17 +121,67 @@ class IGRSystem(L.LightningModule):
             # Loaded here, before the strategy wraps or casts the module (DeepSpeed copies the weights into its
             # fp32 master copy when it starts). On a resume the checkpoint's weights replace these right after,
             # so there the file need not exist: whether it is missing is decided in on_train_start.
-            if Path(self.init_from).exists():
-                self.apply_init_from()
-            else:
+            if not Path(self.init_from).exists():
                 self._init_from_missing = True
+            elif is_deepspeed_folder(self.init_from):
+                self._apply_deepspeed_init_from()
+            else:
+                self.apply_init_from()
         if self.noise_generator is None:
             self.noise_generator = torch.Generator().manual_seed(self.noise_seed())
 
     def apply_init_from(self) -> None:
         """Load ``init_from`` into the trainable parts now (once: ``setup`` then skips it). ``igr fit`` calls this
-        before the run folder exists, so a refused or broken file leaves nothing behind."""
+        before the run folder exists, so a refused or broken file leaves nothing behind.
+
+        A DeepSpeed checkpoint folder is only checked here (complete, readable, trained with this run's
+        parameterisation): converting one unpickles every optimizer shard (≈21 GB for the paper's model), so it
+        is converted in ``setup``, once per node (:meth:`_apply_deepspeed_init_from`)."""
+        if is_deepspeed_folder(self.init_from):
+            from igr.export import deepspeed_trust_error, pickles_trusted, read_checkpoint
+
+            hparams = read_checkpoint(self.init_from, mmap=True).get("hyper_parameters") or {}
+            if not pickles_trusted():  # the conversion in setup unpickles: refuse now, before any run file
+                raise deepspeed_trust_error(self.init_from)
+            check_parameterisation(self.model, hparams.get("diffusion"), self.init_from)
+            return
         load_trainable_weights(self.model, self.init_from)
+        self._init_from_applied = True
+
+    def _apply_deepspeed_init_from(self) -> None:
+        """``init_from`` a DeepSpeed folder, converted once per node: local rank 0 consolidates it and writes the
+        trainable parts (fp32 master weights; frozen ones from this run's own model) to a cache in the run folder, written atomically so nodes on
+        a shared filesystem may write it alike; every rank waits at a barrier, loads the cache, and after a second
+        barrier local rank 0 removes it."""
+        from igr.atomic import atomic_file
+        from igr.ds_checkpoint import frozen_parameter_names
+        from igr.export import load_checkpoint_state, read_checkpoint
+
+        trainer, source = self.trainer, Path(self.init_from)
+        digest = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:12]
+        cache = Path(trainer.default_root_dir) / f".init_from-{digest}.pt"
+        if trainer.local_rank == 0:
+            print(f"converting DeepSpeed checkpoint {source} for init_from (once on this node)", file=sys.stderr)
+            state, hparams = load_checkpoint_state(source)
+            # zero_to_fp32 rebuilt the frozen parameters (GarmNet's unused tail) from bf16 copies: they never
+            # trained, so this run's own, built from its weight files in fp32, are the exact ones
+            frozen, own = set(frozen_parameter_names(read_checkpoint(source, mmap=True))), self.state_dict()
+            parts = {
+                k: own[k] if k in frozen and k in own else v
+                for k, v in state.items()
+                if k.startswith(("model.garmnet.", "model.denoiser."))
+            }
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_file(cache) as f:
+                torch.save({"state_dict": parts, "hyper_parameters": {"diffusion": hparams.get("diffusion")}}, f)
+        trainer.strategy.barrier("igr_init_from_converted")
+        try:
+            load_trainable_weights(self.model, cache)
+        except IGRError as exc:
+            raise IGRError(f"{source}: init_from: {exc}") from exc
+        trainer.strategy.barrier("igr_init_from_loaded")
+        if trainer.local_rank == 0:
+            cache.unlink(missing_ok=True)
         self._init_from_applied = True
 
     def noise_seed(self) -> int:
