@@ -8,6 +8,7 @@ is reported. Human-parsing label maps (VITON-HD ``image-parse-v3``, DressCode ``
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -354,6 +355,36 @@ def check_writable(path: str | Path, is_dir: bool = False) -> Path:
             f"{path}: not writable ({exc.strerror or exc.__class__.__name__} in {existing})"
         ) from exc
     return path
+
+
+def file_ids(paths) -> dict[tuple[int, int], Path]:
+    """(device, inode) → path of each existing file in ``paths`` (None and missing ones skipped): the identity
+    :func:`same_file` compares outputs against, as ``os.path.samefile`` does."""
+    ids: dict[tuple[int, int], Path] = {}
+    for p in paths:
+        if p is None:
+            continue
+        try:
+            st = os.stat(p)
+        except (OSError, ValueError):
+            continue
+        ids.setdefault((st.st_dev, st.st_ino), Path(p))
+    return ids
+
+
+def same_file(path: str | Path, ids: dict[tuple[int, int], Path]) -> Path | None:
+    """The input in ``ids`` (from :func:`file_ids`) that ``path`` is, following links; None if it is none."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return ids.get((st.st_dev, st.st_ino))
+
+
+def is_within(path: str | Path, folder: str | Path) -> bool:
+    """``path`` is ``folder`` or lies under it, after resolving links and ``..`` (neither need exist)."""
+    p, f = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return p == f or f in p.parents
 
 
 def write_image(image: Image.Image, path: str | Path) -> Path:
