@@ -70,6 +70,7 @@ class Restorer:
         """Where results are written; a fresh ``igr-app-*`` temporary folder unless given (made on first use)."""
         if self._out_dir is None:
             self._out_dir = Path(tempfile.mkdtemp(prefix="igr-app-"))
+        self._out_dir.mkdir(parents=True, exist_ok=True)
         return self._out_dir
 
     def close(self) -> None:
@@ -302,6 +303,9 @@ def build_app(pipe, title: str = "IGR garment restoration", out_dir: str | Path 
                 mask_file = gr.File(
                     label="Uploaded mask (white = garment)", type="filepath", elem_id="mask-upload"
                 )
+                # The upload's path, as gr.File(type="filepath") gives it, without the empty temporary file
+                # that its preprocess creates (and never deletes) in Gradio's cache on every call.
+                mask_file.preprocess = lambda payload: None if payload is None else payload.path
                 with gr.Accordion("Sampling", open=False):
                     steps = gr.Slider(
                         1, 100, value=pipe.sampling.steps, step=1, label="Steps", elem_id="steps"
