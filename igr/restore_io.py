@@ -400,6 +400,13 @@ def write_image(image: Image.Image, path: str | Path) -> Path:
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """(B,3,H,W) in [0,1] → RGB PIL images."""
+    """(B,3,H,W) in [0,1] → RGB PIL images. NaN or inf is an error: clamped, it would be a black image that
+    looks like a result (a guidance of inf, weights of a diverged run)."""
+    if not bool(torch.isfinite(images).all()):
+        bad = int((~torch.isfinite(images)).sum())
+        raise IGRError(
+            f"the model returned {bad} NaN/inf value(s) of {images.numel()}: no image written "
+            "(check the weights, e.g. with `igr info`, and --guidance)"
+        )
     a = (images.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return [Image.fromarray(np.ascontiguousarray(x), "RGB") for x in a]

@@ -21,6 +21,7 @@ written to a temporary file and renamed into place. An input file is never repla
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,8 +128,12 @@ class Item:
 def run(args: argparse.Namespace) -> int:
     if bool(args.person) == bool(args.input_dir):
         raise IGRError("give --person (one image) or --input-dir (a folder), not both or neither")
-    if args.steps is not None and args.steps < 1:
-        raise IGRError(f"--steps {args.steps}: must be at least 1")
+    if args.steps is not None:
+        train = _train_timesteps(args.model)
+        if not 1 <= args.steps <= train:
+            raise IGRError(f"--steps {args.steps}: must be from 1 to {train} (the model's train timesteps)")
+    if args.guidance is not None and not math.isfinite(args.guidance):
+        raise IGRError(f"--guidance {args.guidance}: must be a finite number (1 = no guidance; default 1.5)")
     if args.batch_size < 1:
         raise IGRError(f"--batch-size {args.batch_size}: must be at least 1")
     if not 0 <= args.mask_threshold < 255:
@@ -350,6 +355,24 @@ def _load(args: argparse.Namespace, size: tuple[int, int] | None):
             "inputs of any size are resized to it — omit --size"
         )
     return pipe
+
+
+def _train_timesteps(model: str) -> int:
+    """The model's train timesteps (the most DDIM steps it can take), from a local pipeline folder's model.yaml
+    without loading it; the paper's 1000 otherwise (the pipeline checks again once loaded)."""
+    from igr.config import DiffusionConfig
+
+    folder = Path(model)
+    if folder.is_dir() and (folder / "model.yaml").is_file():
+        from igr.export import read_pipeline_config
+
+        try:
+            value = (read_pipeline_config(folder).get("diffusion") or {}).get("train_timesteps")
+            if isinstance(value, int) and value > 0:
+                return value
+        except IGRError:
+            pass  # a broken model.yaml is reported by the load, with its own message
+    return DiffusionConfig().train_timesteps
 
 
 def _restore(pipe, items: list[Item], args: argparse.Namespace, progress=None):
