@@ -51,12 +51,17 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 _LOADABLE = {torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32, torch.bool}
 
 
-def check_values(state: Mapping[str, torch.Tensor], path: str | Path) -> None:
+def check_values(state: Mapping, path: str | Path, prefix: str = "") -> None:
     """Raise a :class:`WeightsError` naming the first tensor of a dtype we cannot use, or holding NaN/inf
-    (a diverged training run's weights restore black images)."""
-    for key, value in state.items():
+    (a diverged training run's weights restore black images). Nested state dicts (an IP-Adapter's
+    ``image_proj``/``ip_adapter``) are checked too; other values are left to the loader."""
+    for k, value in state.items():
+        key = f"{prefix}{k}"
+        if isinstance(value, Mapping):
+            check_values(value, path, f"{key}.")
+            continue
         if not isinstance(value, torch.Tensor):
-            raise WeightsError(f"{path}: '{key}' is a {type(value).__name__}, expected a tensor")
+            continue
         if value.dtype not in _LOADABLE:
             raise WeightsError(
                 f"{path}: '{key}' is {str(value.dtype).removeprefix('torch.')}, expected floating-point weights "

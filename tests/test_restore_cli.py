@@ -215,7 +215,7 @@ def test_conflicting_or_missing_flags(capsys, model_dir, inputs, tmp_path):
         ({"mask": None, "mask_from_parse": tmp_path / "p.png"}, "needs --labels"),
         ({"labels": "5"}, "--labels: only used with --mask-from-parse"),
         ({"out_dir": tmp_path}, "--out-dir is for folders"),
-        ({"steps": 0}, "--steps 0: must be at least 1"),
+        ({"steps": 0}, "--steps 0: must be from 1 to 1000"),
         ({"size": "big"}, "--size 'big': expected HxW"),
         ({"device": "gpu0"}, "not a device name"),
     ]
