@@ -418,6 +418,17 @@ def test_stopping_the_server_with_sigterm_deletes_uploads_and_results(app):
     assert not left and not list((tmp / "systmp").glob("igr-app-*")), left
 
 
+def test_page_messages_never_show_server_paths():
+    """Catches: an error from deep inside (an OSError naming Gradio's temp folder, our igr-app-* folder) shown
+    with the server's path."""
+    from igr.app import public_message
+
+    text = "restoration failed (OSError: [Errno 28] No space: '/tmp/gradio/3f2a/photo.png')\n  more"
+    assert public_message(text) == "restoration failed (OSError: [Errno 28] No space: 'photo.png') more"
+    assert public_message("/tmp/igr-app-x1/tmpq/garment.png: cannot write") == "garment.png: cannot write"
+    assert public_message("steps 1/2, a/b") == "steps 1/2, a/b"  # not paths
+
+
 _RSS_SCRIPT = r"""
 import os, sys, tempfile
 from pathlib import Path
