@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -31,6 +33,8 @@ from igr.errors import IGRError
 # PIL's own warning threshold (89.5 megapixels); PIL only errors at twice that. Far above any photo or
 # dataset image we read, far below what a crafted PNG of a few KB can claim.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# Bytes read from one image file: above an uncompressed 16-bit RGBA image of MAX_PIXELS (~716 MB) is no image.
+MAX_FILE_BYTES = 1 << 30
 _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
@@ -48,24 +52,49 @@ def _describe(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
 
 
-def decode(data: bytes | Path | str, what: str = "image", name: str | Path | None = None) -> Image.Image:
+def read_file_bytes(path: str | Path, what: str, name: str | Path | None = None, limit: int = MAX_FILE_BYTES) -> bytes:
+    """A regular file's bytes, at most ``limit`` of them. FIFOs, devices and sockets are refused before they are
+    opened (a FIFO would block forever, ``/dev/zero`` read until memory runs out); the cap is enforced on the
+    bytes read, not on ``st_size``, which a growing file or a special file does not report truthfully."""
+    path = Path(path)
+    name = path if name is None else name
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise IGRError(f"{name}: {what} file not found") from None
+    except PermissionError:
+        raise IGRError(f"{name}: {what} file cannot be read (permission denied)") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise IGRError(f"{name}: is a directory, expected a {what} image")
+    if not stat.S_ISREG(st.st_mode):
+        raise IGRError(f"{name}: not a regular file (a FIFO, device or socket), expected a {what} file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except PermissionError:
+        raise IGRError(f"{name}: {what} file cannot be read (permission denied)") from None
+    except OSError as exc:
+        raise IGRError(f"{name}: {what} file cannot be read ({_describe(exc)})") from None
+    if len(data) > limit:
+        raise IGRError(f"{name}: {what} file is over {limit // 2**20} MiB, too large for an image")
+    return data
+
+
+def decode(
+    data: bytes | Path | str,
+    what: str = "image",
+    name: str | Path | None = None,
+    max_side: int | None = None,
+) -> Image.Image:
     """Open and fully decode an image (a path or the file's bytes), with EXIF orientation applied.
 
-    ``what`` names the role (person, mask, garment, prediction) and ``name`` the file, for the messages.
+    ``what`` names the role (person, mask, garment, prediction) and ``name`` the file, for the messages. With
+    ``max_side``, a larger image comes back downsized (aspect kept) so its long side is ``max_side``; a JPEG is
+    then decoded at a reduced scale straight away (``draft``), never at full size.
     """
     if isinstance(data, (str, Path)):
-        path = Path(data)
-        name = path if name is None else name
-        if not path.exists():
-            raise IGRError(f"{name}: {what} file not found")
-        if path.is_dir():
-            raise IGRError(f"{name}: is a directory, expected a {what} image")
-        try:
-            data = path.read_bytes()
-        except PermissionError:
-            raise IGRError(f"{name}: {what} file cannot be read (permission denied)") from None
-        except OSError as exc:
-            raise IGRError(f"{name}: {what} file cannot be read ({_describe(exc)})") from None
+        name = Path(data) if name is None else name
+        data = read_file_bytes(data, what, name)
     name = "<bytes>" if name is None else name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit speaks instead
@@ -82,15 +111,43 @@ def decode(data: bytes | Path | str, what: str = "image", name: str | Path | Non
                            "against decompression bombs")
         _check_pixels(img, name, what)
         try:
+            if max_side is not None and max(img.size) > max_side:
+                scale = max_side / max(img.size)
+                img.draft(img.mode, (max(1, round(img.width * scale)), max(1, round(img.height * scale))))
             img.load()
-            return ImageOps.exif_transpose(img)
+            img = ImageOps.exif_transpose(img)
         except Exception as exc:  # truncated files, broken EXIF, unsupported modes
+            raise IGRError(f"{name}: unreadable {what} image ({_describe(exc)})") from None
+    if max_side is not None and max(img.size) > max_side:
+        # In place, aspect kept; reducing_gap: an integer box reduction first, ~4x faster for the same result.
+        img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return img
+
+
+def header_size(data: bytes, what: str = "image", name: str | Path = "<bytes>") -> tuple[int, int]:
+    """(W, H) of an image's bytes from the header only, the pixel limit checked; nothing is decoded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                _check_pixels(img, name, what)
+                return img.size
+        except IGRError:
+            raise
+        except Image.UnidentifiedImageError:
+            raise IGRError(f"{name}: not an image (cannot identify the {what} file's format)") from None
+        except Image.DecompressionBombError:
+            raise IGRError(f"{name}: {what} image is over the limit of {MAX_PIXELS:,} pixels that guards "
+                           "against decompression bombs") from None
+        except Exception as exc:
             raise IGRError(f"{name}: unreadable {what} image ({_describe(exc)})") from None
 
 
 def image_size(path: str | Path, what: str = "image") -> tuple[int, int]:
     """(H, W) as displayed (EXIF orientation applied), from the header only."""
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO would block the open
+        raise IGRError(f"{path}: not a regular file (a FIFO, device or socket), expected a {what} file")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
@@ -161,6 +218,7 @@ def read_rgb(path: str | Path, what: str = "image") -> Image.Image:
 # --------------------------------------------------------------------------- CSV
 
 _ENCODINGS = ("utf-8-sig", "cp1252")
+_MAX_TEXT_BYTES = 64 << 20  # a CSV of names and categories; far more is not one
 
 
 def read_text(path: str | Path, what: str = "CSV") -> str:
@@ -168,10 +226,7 @@ def read_text(path: str | Path, what: str = "CSV") -> str:
     path = Path(path)
     if not path.is_file():
         raise IGRError(f"{path}: {what} file not found" if not path.exists() else f"{path}: is not a file")
-    try:
-        raw = path.read_bytes()
-    except PermissionError:
-        raise IGRError(f"{path}: {what} file cannot be read (permission denied)") from None
+    raw = read_file_bytes(path, what, limit=_MAX_TEXT_BYTES)
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text"
         try:
             return raw.decode("utf-16")

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -350,6 +351,7 @@ class IGRPipeline:
         replacement ``latents``. With ``return_dict=False`` the result is ``(images,)`` or ``(images, masks)``."""
         if output_type not in ("pil", "np", "pt", "latent"):
             raise IGRError(f"output_type '{output_type}': expected pil, np, pt or latent")
+        self._check_sampling_args(num_inference_steps, guidance_scale)  # before any parsing or model work
         bad = [k for k in callback_on_step_end_tensor_inputs if k not in CALLBACK_TENSORS]
         if bad:
             raise IGRError(
@@ -410,10 +412,7 @@ class IGRPipeline:
         Inputs stay float32 while the model runs in fp16/bf16 (the frozen encoders cast them; the CLIP crop's
         antialiased resize has no bf16 kernel on the CPU)."""
         model = self.model
-        steps = int(num_inference_steps or self.sampling.steps)
-        if steps < 1:
-            raise IGRError(f"num_inference_steps={steps}: must be at least 1")
-        scale = float(self.sampling.guidance_scale if guidance_scale is None else guidance_scale)
+        steps, scale = self._check_sampling_args(num_inference_steps, guidance_scale)
         b = person.shape[0]
         if isinstance(generator, list) and len(generator) != b:
             raise IGRError(f"got {len(generator)} generators for {b} images")
@@ -440,6 +439,25 @@ class IGRPipeline:
         with self._placed(model.vae):
             images = self._decode(z)
         return images.cpu()
+
+    def _check_sampling_args(self, num_inference_steps, guidance_scale) -> tuple[int, float]:
+        """(steps, guidance scale) with the folder's defaults for None; out-of-range steps and a non-finite
+        guidance (which makes every pixel NaN, a black image) raise an :class:`IGRError` naming the argument."""
+        steps = self.sampling.steps if num_inference_steps is None else num_inference_steps
+        train = int(self.scheduler.config.get("num_train_timesteps", self.model.diffusion.train_timesteps))
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= train:
+            raise IGRError(
+                f"num_inference_steps={steps!r}: must be an integer from 1 to {train} (the scheduler's "
+                "train timesteps)"
+            )
+        scale = self.sampling.guidance_scale if guidance_scale is None else guidance_scale
+        try:
+            scale = float(scale)
+        except (TypeError, ValueError):
+            raise IGRError(f"guidance_scale={guidance_scale!r}: expected a number") from None
+        if not math.isfinite(scale):
+            raise IGRError(f"guidance_scale={scale}: must be a finite number (1 = no guidance; the paper uses 1.5)")
+        return int(steps), scale
 
     def _fresh_scheduler(self):
         """A copy of ``self.scheduler`` per call (multistep solvers keep state; concurrent app requests must not

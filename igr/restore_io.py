@@ -8,6 +8,7 @@ is reported. Human-parsing label maps (VITON-HD ``image-parse-v3``, DressCode ``
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -356,6 +357,36 @@ def check_writable(path: str | Path, is_dir: bool = False) -> Path:
     return path
 
 
+def file_ids(paths) -> dict[tuple[int, int], Path]:
+    """(device, inode) → path of each existing file in ``paths`` (None and missing ones skipped): the identity
+    :func:`same_file` compares outputs against, as ``os.path.samefile`` does."""
+    ids: dict[tuple[int, int], Path] = {}
+    for p in paths:
+        if p is None:
+            continue
+        try:
+            st = os.stat(p)
+        except (OSError, ValueError):
+            continue
+        ids.setdefault((st.st_dev, st.st_ino), Path(p))
+    return ids
+
+
+def same_file(path: str | Path, ids: dict[tuple[int, int], Path]) -> Path | None:
+    """The input in ``ids`` (from :func:`file_ids`) that ``path`` is, following links; None if it is none."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return ids.get((st.st_dev, st.st_ino))
+
+
+def is_within(path: str | Path, folder: str | Path) -> bool:
+    """``path`` is ``folder`` or lies under it, after resolving links and ``..`` (neither need exist)."""
+    p, f = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return p == f or f in p.parents
+
+
 def write_image(image: Image.Image, path: str | Path) -> Path:
     """Write ``image`` to a temporary file next to ``path`` and rename it into place: readers (and a crash)
     never see a half-written output."""
@@ -369,6 +400,13 @@ def write_image(image: Image.Image, path: str | Path) -> Path:
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """(B,3,H,W) in [0,1] → RGB PIL images."""
+    """(B,3,H,W) in [0,1] → RGB PIL images. NaN or inf is an error: clamped, it would be a black image that
+    looks like a result (a guidance of inf, weights of a diverged run)."""
+    if not bool(torch.isfinite(images).all()):
+        bad = int((~torch.isfinite(images)).sum())
+        raise IGRError(
+            f"the model returned {bad} NaN/inf value(s) of {images.numel()}: no image written "
+            "(check the weights, e.g. with `igr info`, and --guidance)"
+        )
     a = (images.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return [Image.fromarray(np.ascontiguousarray(x), "RGB") for x in a]

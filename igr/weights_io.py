@@ -31,15 +31,45 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            return load_file(str(path), device="cpu")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(
             f"{path}: cannot read weights ({exc.__class__.__name__}: {str(exc).splitlines()[0]})"
         ) from exc
     if not isinstance(state, Mapping):
         raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}")
-    return dict(state)
+    state = dict(state)
+    check_values(state, path)
+    return state
+
+
+# What a weights file of ours (or of the backbones we load) holds: float weights, and integer buffers such as
+# position ids and BatchNorm's num_batches_tracked. int8/uint8/float8/complex/quantized tensors would be
+# loaded and then fail deep inside the first forward pass.
+_LOADABLE = {torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32, torch.bool}
+
+
+def check_values(state: Mapping, path: str | Path, prefix: str = "") -> None:
+    """Raise a :class:`WeightsError` naming the first tensor of a dtype we cannot use, or holding NaN/inf
+    (a diverged training run's weights restore black images). Nested state dicts (an IP-Adapter's
+    ``image_proj``/``ip_adapter``) are checked too; other values are left to the loader."""
+    for k, value in state.items():
+        key = f"{prefix}{k}"
+        if isinstance(value, Mapping):
+            check_values(value, path, f"{key}.")
+            continue
+        if not isinstance(value, torch.Tensor):
+            continue
+        if value.dtype not in _LOADABLE:
+            raise WeightsError(
+                f"{path}: '{key}' is {str(value.dtype).removeprefix('torch.')}, expected floating-point weights "
+                "(float32, float16 or bfloat16); quantised weights are not supported"
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise WeightsError(f"{path}: '{key}' holds {bad} NaN/inf value(s) (weights of a diverged run?)")
 
 
 def check_readable(path: str | Path, what: str) -> Path:
@@ -59,22 +89,30 @@ def check_readable(path: str | Path, what: str) -> Path:
 
 
 def check_shapes(
-    state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Size | tuple[int, ...]], path: str | Path
+    state: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Tensor | torch.Size | tuple[int, ...]],
+    path: str | Path,
 ) -> None:
-    """Raise a :class:`WeightsError` naming the first missing key or mismatched shape."""
+    """Raise a :class:`WeightsError` naming the first missing key or mismatched shape (and, where ``expected``
+    holds the module's tensors, an integer tensor in place of float weights)."""
     missing = [k for k in expected if k not in state]
     if missing:
         shown = ", ".join(f"{k} {tuple(expected[k])}" for k in missing[:3])
         raise WeightsError(f"{path}: missing {len(missing)} expected key(s), e.g. {shown}")
-    for key, shape in expected.items():
+    for key, want in expected.items():
+        shape = want.shape if isinstance(want, torch.Tensor) else want
         got = tuple(state[key].shape)
         if got != tuple(shape):
             raise WeightsError(f"{path}: '{key}' has shape {got}, expected {tuple(shape)}")
+        # Given the module's tensors (not just shapes): an integer tensor where the model has float weights.
+        if isinstance(want, torch.Tensor) and want.is_floating_point() and not state[key].is_floating_point():
+            dtype = str(state[key].dtype).removeprefix("torch.")
+            raise WeightsError(f"{path}: '{key}' is {dtype}, expected floating-point weights")
 
 
 def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], path: str | Path) -> None:
     """Strictly load ``state`` into ``module`` after checking every key and shape."""
-    expected = {k: v.shape for k, v in module.state_dict().items()}
+    expected = module.state_dict()
     check_shapes(state, expected, path)
     unexpected = [k for k in state if k not in expected]
     if unexpected:

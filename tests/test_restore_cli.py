@@ -56,7 +56,7 @@ def _run(capsys, model_dir, inputs, out, *extra, **flags):
     return rc, captured.out, captured.err
 
 
-def test_restores_one_image_atomically_and_skips_existing_outputs(capsys, model_dir, inputs, tmp_path):
+def test_restores_one_image_atomically_and_refuses_an_existing_output(capsys, model_dir, inputs, tmp_path):
     out = tmp_path / "out" / "garment.png"
     rc, stdout, stderr = _run(capsys, model_dir, inputs, out)
     assert rc == 0, stderr
@@ -66,8 +66,8 @@ def test_restores_one_image_atomically_and_skips_existing_outputs(capsys, model_
     assert [p.name for p in out.parent.iterdir()] == ["garment.png"]  # no temporary file left behind
     first = out.read_bytes()
 
-    rc, _, stderr = _run(capsys, model_dir, inputs, out, seed=1)
-    assert rc == 0 and "skipped" in stderr and "--overwrite" in stderr
+    rc, _, stderr = _run(capsys, model_dir, inputs, out, seed=1)  # asked for by name: an error, not "skipped"
+    assert rc == 2 and f"{out}: exists (pass --overwrite" in stderr and len(stderr.strip().splitlines()) == 1
     assert out.read_bytes() == first
 
     rc, _, _ = _run(capsys, model_dir, inputs, out, "--overwrite", seed=1)
@@ -215,7 +215,7 @@ def test_conflicting_or_missing_flags(capsys, model_dir, inputs, tmp_path):
         ({"mask": None, "mask_from_parse": tmp_path / "p.png"}, "needs --labels"),
         ({"labels": "5"}, "--labels: only used with --mask-from-parse"),
         ({"out_dir": tmp_path}, "--out-dir is for folders"),
-        ({"steps": 0}, "--steps 0: must be at least 1"),
+        ({"steps": 0}, "--steps 0: must be from 1 to 1000"),
         ({"size": "big"}, "--size 'big': expected HxW"),
         ({"device": "gpu0"}, "not a device name"),
     ]

@@ -13,12 +13,15 @@ A folder (``DIR/person/NAME.jpg`` + ``DIR/mask/NAME.png``, matched by stem; outp
 
 Every input problem is reported as one line naming the file, and nothing is written for it. In a folder, a bad
 pair is reported and skipped, the rest are restored, and the exit code is 1 if anything failed. Existing outputs
-are skipped unless ``--overwrite``; outputs are written to a temporary file and renamed into place.
+are skipped unless ``--overwrite`` (an existing ``--out`` is an error: it was asked for by name); outputs are
+written to a temporary file and renamed into place. An input file is never replaced, ``--overwrite`` or not, and
+``--out-dir`` may not lie inside the person or mask folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,8 +128,12 @@ class Item:
 def run(args: argparse.Namespace) -> int:
     if bool(args.person) == bool(args.input_dir):
         raise IGRError("give --person (one image) or --input-dir (a folder), not both or neither")
-    if args.steps is not None and args.steps < 1:
-        raise IGRError(f"--steps {args.steps}: must be at least 1")
+    if args.steps is not None:
+        train = _train_timesteps(args.model)
+        if not 1 <= args.steps <= train:
+            raise IGRError(f"--steps {args.steps}: must be from 1 to {train} (the model's train timesteps)")
+    if args.guidance is not None and not math.isfinite(args.guidance):
+        raise IGRError(f"--guidance {args.guidance}: must be a finite number (1 = no guidance; default 1.5)")
     if args.batch_size < 1:
         raise IGRError(f"--batch-size {args.batch_size}: must be at least 1")
     if not 0 <= args.mask_threshold < 255:
@@ -158,14 +165,19 @@ def _run_single(args: argparse.Namespace, size: tuple[int, int] | None) -> int:
     out = Path(args.out)
     if out.is_dir():  # not an output that exists: a mistake (--out where --out-dir was meant)
         raise IGRError(f"{out}: is a directory; --out takes the output image's file name (a folder: --out-dir)")
-    if out.exists() and not args.overwrite:
-        print(f"skipped: {out} exists (pass --overwrite to replace it)", file=sys.stderr)
-        return 0
-    restore_io.check_writable(out)
-
     mask_out = _mask_path(out) if args.save_mask else None
-    if mask_out is not None and mask_out.exists() and not args.overwrite:
-        raise IGRError(f"{mask_out}: exists (pass --overwrite to replace it)")
+    # An input is never an output, --overwrite or not: compared by file identity (symlinks, hard links,
+    # "./a.jpg" vs "a.jpg"), before anything is read or written.
+    inputs = restore_io.file_ids([args.person, args.mask, args.mask_from_parse])
+    for path, flag in ((out, "--out"), (mask_out, "--save-mask")):
+        if path is not None and (src := restore_io.same_file(path, inputs)) is not None:
+            raise IGRError(f"{flag} {path}: is the input {src}; an input is never replaced, choose another output")
+    # One named output that exists: the user asked for this file, so saying "skipped" and exiting 0 would
+    # let a script believe it was restored now.
+    for path in (out, mask_out):
+        if path is not None and path.exists() and not args.overwrite:
+            raise IGRError(f"{path}: exists (pass --overwrite to replace it)")
+    restore_io.check_writable(out)
 
     # Inputs are checked before the model loads: a typo costs a second, not a model load.
     person = restore_io.read_person(args.person)
@@ -239,9 +251,17 @@ def _run_batch(args: argparse.Namespace, size: tuple[int, int] | None) -> int:
         restore_io.check_category(args.category, "--category")
     if args.labels:
         restore_io.parse_labels(args.labels, CATEGORIES[0])  # a malformed spec fails before any work
+    for sub in (args.person_subdir, args.mask_subdir):
+        folder = Path(args.input_dir) / sub
+        if restore_io.is_within(args.out_dir, folder):  # outputs there would be next run's inputs
+            raise IGRError(
+                f"--out-dir {args.out_dir}: is inside the input folder {folder}; choose a folder outside "
+                f"{args.person_subdir}/ and {args.mask_subdir}/ (e.g. {Path(args.input_dir) / 'restored'})"
+            )
     out_dir = restore_io.check_writable(args.out_dir, is_dir=True)
     categories = restore_io.read_categories(args.categories) if args.categories else None
     pairs, problems = restore_io.find_pairs(args.input_dir, args.person_subdir, args.mask_subdir)
+    inputs = restore_io.file_ids([p for pair in pairs for p in (pair.person, pair.mask)] + [args.categories])
     if not pairs and not problems:
         raise IGRError(f"{args.input_dir}: no images in {args.person_subdir}/ and {args.mask_subdir}/")
     failed = len(problems)
@@ -269,6 +289,9 @@ def _run_batch(args: argparse.Namespace, size: tuple[int, int] | None) -> int:
             out = out_dir / f"{pair.stem}.png"
             if out.is_dir():  # neither an earlier output nor replaceable by one: this pair fails
                 _error(f"{out}: is a directory, cannot write the output of {pair.person} there")
+                failed += 1
+            elif (src := restore_io.same_file(out, inputs)) is not None:  # e.g. a link into person/
+                _error(f"{out}: is the input {src}; an input is never replaced")
                 failed += 1
             elif out.exists() and not args.overwrite:
                 skipped += 1
@@ -332,6 +355,24 @@ def _load(args: argparse.Namespace, size: tuple[int, int] | None):
             "inputs of any size are resized to it — omit --size"
         )
     return pipe
+
+
+def _train_timesteps(model: str) -> int:
+    """The model's train timesteps (the most DDIM steps it can take), from a local pipeline folder's model.yaml
+    without loading it; the paper's 1000 otherwise (the pipeline checks again once loaded)."""
+    from igr.config import DiffusionConfig
+
+    folder = Path(model)
+    if folder.is_dir() and (folder / "model.yaml").is_file():
+        from igr.export import read_pipeline_config
+
+        try:
+            value = (read_pipeline_config(folder).get("diffusion") or {}).get("train_timesteps")
+            if isinstance(value, int) and value > 0:
+                return value
+        except IGRError:
+            pass  # a broken model.yaml is reported by the load, with its own message
+    return DiffusionConfig().train_timesteps
 
 
 def _restore(pipe, items: list[Item], args: argparse.Namespace, progress=None):

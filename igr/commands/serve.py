@@ -31,16 +31,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--dtype", default="auto", help="auto (float16 on CUDA), float32, float16, bfloat16")
+    parser.add_argument(
+        "--max-upload-mb", type=int, default=None, help="largest upload accepted, in MB (default 50)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from igr.app import _import_gradio, serve
+    from igr.app import MAX_UPLOAD_MB, _import_gradio, serve
     from igr.masking import load_masking_config
     from igr.pipeline import IGRPipeline, resolve_device, resolve_dtype
 
     _import_gradio()  # a missing extra fails before the model loads
     if not 0 < args.port < 65536:
         raise IGRError(f"--port {args.port}: must be in 1..65535")
+    upload_mb = MAX_UPLOAD_MB if args.max_upload_mb is None else args.max_upload_mb
+    if not 1 <= upload_mb <= 4096:
+        raise IGRError(f"--max-upload-mb {upload_mb}: must be in 1..4096")
     model = Path(args.model)
     if not model.exists() and args.model == "outputs/demo/pipeline":
         raise IGRError("outputs/demo/pipeline: not found; run `make demo` first, or pass --model DIR|HUB_ID")
@@ -64,5 +70,5 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(f"IGR app for {args.model} on http://{args.host}:{args.port}", flush=True)
-    serve(pipe, host=args.host, port=args.port, share=args.share)
+    serve(pipe, host=args.host, port=args.port, share=args.share, max_upload_mb=upload_mb)
     return 0

@@ -12,6 +12,7 @@ output is written: a bad input gives one ``error:`` line, exit code 2, and no fi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -57,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     # Tests only: build missing backbones with random weights; every such value is labelled.
     parser.add_argument("--allow-random-backbone", action="store_true", help=argparse.SUPPRESS)
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    """``path`` is ``folder`` or under it, links and ``..`` resolved (neither need exist)."""
+    p, f = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return p == f or f in p.parents
 
 
 def _list_images(folder: Path, flag: str) -> dict[str, Path]:
@@ -124,6 +131,10 @@ def run(args: argparse.Namespace) -> int:
         raise IGRError(f"--batch-size: must be >= 1, got {args.batch_size}")
 
     # ---- check every input before anything is computed or written
+    out = args.out if args.out is not None else Path("outputs") / "eval" / args.pred.resolve().name
+    for flag, folder in (("--pred", args.pred), ("--gt", args.gt), ("--real", args.real)):
+        if folder is not None and _is_within(out, folder):  # its samples.jpg would be scored next time
+            raise IGRError(f"--out {out}: is inside the {flag} folder {folder}; choose an output folder outside it")
     pred = _list_images(args.pred, "--pred")
     gt = _list_images(args.gt, "--gt") if args.gt is not None else None
     if gt is not None:
@@ -192,7 +203,6 @@ def run(args: argparse.Namespace) -> int:
             f"FID/CLIP-FID/KID compare --pred with --real ({args.real})" + (", not --gt" if gt else "")
         )
     protocol["notes"] = notes
-    out = args.out if args.out is not None else Path("outputs") / "eval" / args.pred.resolve().name
     out.mkdir(parents=True, exist_ok=True)
     grid = save_sample_grid(out / "samples.jpg", grid_pred, grid_gt or None)
     name = args.name or args.pred.resolve().name
