@@ -13,7 +13,7 @@ CONSTRAINTS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup constraints test test-all lint format info info-sd15 demo demo-long train-coarse finetune eval \
-        eval-guidance ablate coarse-set download-weights app browser gpu-smoke gpu-bundle clean
+        eval-guidance ablate download-weights app browser gpu-smoke gpu-bundle clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -78,11 +78,7 @@ METRICS ?= configs/metrics/default.yaml
 # Evaluation processes on this node (one per GPU; igr eval --devices): make eval DEVICES=4
 DEVICES ?= 1
 
-COARSE_SETS ?= shards/viton-hd/train.json shards/dresscode/train.json
-coarse-set: ## write shards/coarse/train.json (what train-coarse reads): one index over COARSE_SETS, no copy
-	$(PYTHON) scripts/merge-shard-index.py shards/coarse/train.json $(COARSE_SETS) $(ARGS)
-
-train-coarse: $(STAMP) ## coarse stage (paper §3.3) on shards/coarse; TRAINER= picks the hardware overlay
+train-coarse: $(STAMP) ## coarse stage (paper §3.3) on configs/data/coarse.yaml's sets (VITON-HD + DressCode train); TRAINER= picks the hardware overlay
 	$(BIN)/igr fit -c configs/experiment/coarse.yaml -c $(TRAINER) $(ARGS)
 
 # Under DeepSpeed a checkpoint is a folder that only unpickling reads; these two are this machine's own
