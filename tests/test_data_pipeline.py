@@ -1,7 +1,6 @@
 """The DataModule and its stream: batch contract, rank x worker splitting, determinism, Lightning."""
 
 import os
-import time
 
 import lightning as L
 import pytest
