@@ -1,7 +1,6 @@
 """The DataModule and its stream: batch contract, rank x worker splitting, determinism, Lightning."""
 
 import os
-import time
 
 import lightning as L
 import pytest
@@ -101,6 +100,7 @@ def test_uint8_transfer_gives_the_same_batches_after_conversion(tmp_path):
     assert u["person"].dtype == torch.uint8 and u["mask"].dtype == torch.uint8
     u = IGRDataModule(transfer_uint8=True).on_after_batch_transfer(u, 0)
     for name in ("person", "mask", "garment"):
+        # bit-equal: both paths run .float().div_(127.5).sub_(1.0) on the same uint8 values
         assert u[name].dtype == torch.float32 and torch.equal(u[name], f[name])
     assert to_float_batch(f) is f
 
@@ -240,10 +240,12 @@ def test_bench_data_reads_another_process_cpu_time():
 
     from igr.data.commands.bench_data import _process_cpu
 
+    # the child says when it has burnt 0.5 s of CPU, however busy the machine (a fixed wait was not enough)
     child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.process_time()\n"
-                              "while time.process_time() - t < 0.5: pass\ntime.sleep(30)"])
+                              "while time.process_time() - t < 0.5: pass\nprint('burnt', flush=True)\n"
+                              "time.sleep(30)"], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.5)
+        assert child.stdout.readline().strip() == "burnt"
         seconds = _process_cpu(child.pid)
     finally:
         child.kill()

@@ -99,6 +99,13 @@ def test_demo_quick_profile_runs_every_stage_with_the_ablations(tmp_path, monkey
     assert "--guidance 2.0 " in evaluation and "every row restored with guidance 2.0" in text
 
 
+# slow (~3 min CPU, a quarter of the default suite): the whole quick demo end to end, run by `make test-all` (its
+# ablations variant above is slow too). The default suite keeps its parts: the stage wiring and lanes
+# (test_demo_long_trains_the_papers_hqft_from_each_coarse_export, test_a_lane_runs_its_stages_in_order_...,
+# test_side_by_side_stages_...), the demo's fit configs training (test_train.py::
+# test_every_experiment_config_trains_on_the_tiny_model[demo.yaml, demo_finetune.yaml]), the base UNet and CLIP
+# stages (test_tiny_base.py, test_tiny_clip.py), export and eval rows (test_export.py, test_evaluate.py).
+@pytest.mark.slow
 def test_demo_quick_profile_runs_every_stage(tmp_path, monkeypatch):
     _fresh_working_directory(tmp_path, monkeypatch)
     out = tmp_path / "out"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tolerance import assert_close_f32
 
 from igr.errors import IGRError, WeightsError
 from igr.export import export_pipeline, load_pipeline
@@ -38,7 +39,7 @@ def test_export_then_load_gives_identical_outputs(tiny_model, batch, tmp_path):
         m._out = m.restore(
             batch["person"], batch["mask"], batch["category"], num_inference_steps=3, generator=g
         )
-    assert torch.equal(tiny_model._out, loaded._out)
+    assert torch.equal(tiny_model._out, loaded._out)  # the same weights through the same ops: bit-equal
 
 
 def test_export_refuses_to_overwrite(tiny_model, tmp_path):
@@ -91,5 +92,5 @@ def test_a_checkpoint_export_keeps_the_latent_statistics_of_vae_path(tmp_path):
     model, _ = load_pipeline(export_checkpoint(ckpt, tmp_path / "pipeline"))
     x = torch.rand(2, 3, 64, 48) * 2 - 1
     want = (F.pixel_unshuffle(x, 4) - 0.3) / 0.5 * 0.7  # written out here, not through FrozenVAE
-    assert torch.allclose(model.vae.encode(x), want, atol=1e-6)
-    assert torch.allclose(model.vae.decode(want), x, atol=1e-5)
+    assert_close_f32(model.vae.encode(x), want, ops=4)  # elementwise: the same four ops, maybe fused otherwise
+    assert_close_f32(model.vae.decode(want), x, ops=8)

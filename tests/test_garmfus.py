@@ -9,6 +9,7 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from tolerance import TINY_UNET_OPS, assert_close_f32
 
 from igr.models import adapter
 from igr.models.denoiser import GarmDenoiser
@@ -39,7 +40,7 @@ def test_processor_equals_concat_then_keep_latter_half():
     ours = GarmFusSelfAttnProcessor("layer", bank)(attn, f_g)
     literal = LiteralConcatProcessor("layer", bank)(attn, f_g)
     assert ours.shape == (3, 20, 32)
-    torch.testing.assert_close(ours, literal, atol=1e-5, rtol=1e-5)
+    assert_close_f32(ours, literal, ops=40 * 32)  # softmax over 2N = 40 keys, then a 32-wide projection
     # and the reference features matter: without them the output differs
     bank.set(None)
     assert not torch.allclose(GarmFusSelfAttnProcessor("layer", bank)(attn, f_g), ours, atol=1e-3)
@@ -57,7 +58,7 @@ def test_full_denoiser_equals_literal_formulation(tiny_model, batch):
         procs[name + ".processor"] = LiteralConcatProcessor(name, m.denoiser.bank)
     unet.set_attn_processor(procs)
     literal = m.eps(z, t, cond)
-    torch.testing.assert_close(ours, literal, atol=1e-5, rtol=1e-5)
+    assert_close_f32(ours, literal, ops=TINY_UNET_OPS)
 
 
 def test_empty_bank_and_ip_scale_zero_is_the_base_unet(tiny_config):
@@ -72,6 +73,7 @@ def test_empty_bank_and_ip_scale_zero_is_the_base_unet(tiny_config):
     z, t = torch.randn(2, 4, 16, 12), torch.tensor([3, 900])
     text, img = torch.randn(2, 77, 32), torch.randn(2, 32)
     expected = plain(z, t, encoder_hidden_states=text).sample
+    # bit-equal: at scale 0 diffusers' IP-Adapter processor skips the image branch and runs the base ops
     assert torch.equal(den(z, t, text, img, garm_feats=None), expected)
     den.set_ip_scale(1.0)
     assert not torch.allclose(den(z, t, text, img, garm_feats=None), expected, atol=1e-4)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tolerance import assert_close_f32, tiny_restore_ops
 
 ROOT = Path(__file__).resolve().parents[1]
 REV = "0123456789abcdef0123456789abcdef01234567"
@@ -84,4 +85,5 @@ def test_hub_id_loads_offline_from_the_cache_without_lightning(tiny_model, tmp_p
     expect = IGRPipeline(tiny_model)(
         person, mask, "upper", num_inference_steps=2, latents=z, output_type="pt"
     ).images
-    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expect, atol=0, rtol=0)
+    # another process (its own torch thread count): float32 rounding may differ, tests/tolerance.py
+    assert_close_f32(torch.load(tmp_path / "out.pt"), expect, ops=tiny_restore_ops(2))

@@ -73,7 +73,7 @@ def test_round_trip_loads_every_part(tiny_config, weights_dir, batch):
     for model in (m, m2):
         cond = model.conditions(model.encode_inputs(batch["person"], batch["mask"], batch["category"]))
         outs.append(model.eps(z, t, cond))
-    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(outs[0], outs[1])  # the same weights from two file layouts, the same ops: bit-equal
 
 
 def test_missing_folder_names_the_path(tiny_config, tmp_path):

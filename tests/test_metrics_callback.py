@@ -13,6 +13,7 @@ import lightning as L
 import pytest
 import torch
 from metrics_helpers import FakeRestorer, KeyedGarments, fake_restore
+from tolerance import INCEPTION_OPS, f32_rtol
 
 from igr.metrics import MetricsConfig, MetricSuite
 from igr.metrics.callback import MetricsCallback
@@ -66,7 +67,8 @@ def test_callback_scores_the_first_batches_and_logs(tmp_path):
     logged = {k: v.item() for k, v in model.trainer.callback_metrics.items()}
     assert logged["val/metrics_num_samples"] == 4
     assert logged["val/ssim"] == pytest.approx(expected["ssim"], rel=1e-6)
-    assert logged["val/fid_random_backbone"] == pytest.approx(expected["fid_random_backbone"], rel=1e-4)
+    # features from other batch sizes: float32 rounding of the backbone (tests/tolerance.py)
+    assert logged["val/fid_random_backbone"] == pytest.approx(expected["fid_random_backbone"], rel=f32_rtol(INCEPTION_OPS))
     assert "val/fid" not in logged  # a random-backbone value is never logged under the real name
 
 
@@ -138,8 +140,8 @@ def test_two_process_ddp_counts_every_sample_once(tmp_path):
         assert r["protocol"]["duplicates_dropped"] == 1
         assert r["logged"]["val/ssim"] == pytest.approx(expected["ssim"], rel=1e-6)
         assert r["logged"]["val/fid_random_backbone"] == pytest.approx(
-            expected["fid_random_backbone"], rel=1e-4
+            expected["fid_random_backbone"], rel=f32_rtol(INCEPTION_OPS)
         )
         assert r["logged"]["val/kid_x1e3_random_backbone"] == pytest.approx(
-            expected["kid_x1e3_random_backbone"], rel=1e-4, abs=1e-6
+            expected["kid_x1e3_random_backbone"], rel=f32_rtol(INCEPTION_OPS), abs=1e-6
         )

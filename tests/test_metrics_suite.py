@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from metrics_helpers import random_pairs
+from tolerance import INCEPTION_OPS, assert_close_f32, f32_rtol
 
 from igr.metrics import MetricsConfig, MetricSuite, frechet_distance, kernel_distance, ssim_pinned
 from igr.metrics.cache import FeatureCache
@@ -35,9 +36,8 @@ def test_paired_mode_values_and_random_labels(random_backbones):
     assert set(out) == {"ssim", "ssim_rgb"} | labelled
     state = suite.local_state()
     fp, fg = state["pred"]["inception"], state["real"]["inception"]
-    assert fp.shape == (4, 2048) and np.allclose(
-        fp[:1], random_backbones["inception"](pred[:1]).numpy(), atol=1e-5
-    )
+    assert fp.shape == (4, 2048)
+    assert_close_f32(fp[:1], random_backbones["inception"](pred[:1]), ops=INCEPTION_OPS)  # batch of 4 vs 1
     assert out["fid_random_backbone"] == pytest.approx(frechet_distance(fp, fg), rel=1e-9)
     assert out["kid_x1e3_random_backbone"] == pytest.approx(
         1e3 * kernel_distance(fp, fg, 10, 1000, 0), rel=1e-9
@@ -139,7 +139,8 @@ def test_merging_rank_states_counts_repeated_keys_once(random_backbones):
     got, expected = merged.compute(), single.compute()
     assert got.keys() == expected.keys()
     for k in expected:
-        assert got[k] == pytest.approx(expected[k], rel=1e-6), k  # same samples, other summation order
+        # same samples, features from batches of 3 vs 5 (float32 kernels may differ) and another summation order
+        assert got[k] == pytest.approx(expected[k], rel=f32_rtol(INCEPTION_OPS)), k
 
 
 def test_unkeyed_states_are_concatenated():

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
+from tolerance import TINY_VAE_OPS, assert_close_f32
 
 from igr.errors import IGRError
 from igr.models.garmnet import GarmNet
@@ -79,7 +80,7 @@ def test_restore_is_seeded(tiny_model, batch):
             batch["person"], batch["mask"], batch["category"], num_inference_steps=2, generator=g
         )
 
-    assert torch.equal(run(1), run(1))
+    assert torch.equal(run(1), run(1))  # the same call twice in one process: bit-equal
     assert not torch.equal(run(1), run(2))
 
 
@@ -129,7 +130,8 @@ def test_vae_latent_normalisation_round_trips(tiny_config):
     z = vae.encode(x)
     expected = (z_raw - torch.tensor(mean).view(1, 4, 1, 1)) / torch.tensor(std).view(1, 4, 1, 1)
     torch.testing.assert_close(z, expected)
-    torch.testing.assert_close(vae.decode(z), raw.decode(z_raw).sample.clamp(-1, 1), atol=1e-5, rtol=1e-5)
+    # z went through (z_raw - mean) / std and back: a rounding of the input, grown through the decoder
+    assert_close_f32(vae.decode(z), raw.decode(z_raw).sample.clamp(-1, 1), ops=TINY_VAE_OPS)
     plain = FrozenVAE(raw)
     torch.testing.assert_close(plain.encode(x), z_raw * raw.config.scaling_factor)
 

@@ -7,6 +7,7 @@ import zlib
 
 import torch
 from conftest import make_batch
+from tolerance import assert_close_f32, tiny_restore_ops
 
 from igr.sampling import image_generators, image_seed
 
@@ -25,7 +26,7 @@ def test_an_image_restores_the_same_alone_or_in_a_batch(tiny_model):
     kwargs = dict(num_inference_steps=2, guidance_scale=1.5)
     together = tiny_model.restore(b["person"], b["mask"], b["category"][:3], generator=image_generators(0, keys), **kwargs)
     alone = tiny_model.restore(b["person"][2:], b["mask"][2:], b["category"][2:3], generator=image_generators(0, ["c"]), **kwargs)
-    torch.testing.assert_close(together[2:], alone, atol=1e-5, rtol=1e-5)
+    assert_close_f32(together[2:], alone, ops=tiny_restore_ops(2))  # batch of 3 vs 1: other kernels
     other = tiny_model.restore(b["person"][2:], b["mask"][2:], b["category"][2:3], generator=image_generators(1, ["c"]), **kwargs)
     assert not torch.allclose(other, alone, atol=1e-3)
 

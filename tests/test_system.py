@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tolerance import TINY_UNET_OPS, assert_close_f32
 
 from igr.system import IGRSystem
 
@@ -35,7 +36,7 @@ def test_one_training_step_updates_only_trainable_parameters(batch):
 
 def test_validation_loss_is_reproducible(batch):
     system = IGRSystem().eval()
-    assert torch.equal(system.validation_step(batch, 3), system.validation_step(batch, 3))
+    assert torch.equal(system.validation_step(batch, 3), system.validation_step(batch, 3))  # same call twice
 
 
 def test_restore_for_metrics(batch):
@@ -63,7 +64,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(batch, tiny_config):
     assert grads[0].keys() == grads[1].keys()
     assert any(k.startswith("model.garmnet.") for k in grads[0])
     for k in grads[0]:
-        torch.testing.assert_close(grads[0][k], grads[1][k], atol=1e-6, rtol=1e-5, msg=k)
+        # recomputed forward, gradients accumulated in another order: forward + backward of both UNets
+        assert_close_f32(grads[0][k], grads[1][k], ops=4 * TINY_UNET_OPS, msg=k)
 
 
 def test_v_prediction_loss_regresses_the_velocity(batch, monkeypatch):

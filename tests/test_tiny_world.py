@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from tolerance import assert_close_f32
 
 from igr.config import CONFIG_DIR, load_model_config
 from igr.errors import IGRError
@@ -35,7 +36,7 @@ def test_pixel_unshuffle_autoencoder_is_exact_and_survives_a_pipeline_folder(pix
     assert z.shape == (2, 48, 16, 12) and model.latent_shape(2) == (2, 48, 16, 12)
     # pixel (row 5, col 6) sits in patch (1, 1), position (1, 2) inside it: channel c * 16 + 1 * 4 + 2
     torch.testing.assert_close(z[0, 0 * 16 + 6, 1, 1], (x[0, 0, 5, 6] - 0.3) / 0.5)
-    torch.testing.assert_close(model.vae.decode(z), x, atol=1e-6, rtol=0)
+    assert_close_f32(model.vae.decode(z), x, ops=4)  # (x - 0.3) / 0.5 and back: four roundings
     export_pipeline(model, tmp_path / "pipe")
     loaded, _ = load_pipeline(tmp_path / "pipe")
     assert isinstance(loaded.vae.vae, PixelUnshuffleAutoencoder) and loaded.denoiser.unet.config.in_channels == 48
@@ -55,8 +56,8 @@ def test_dct_patches_are_exact_and_hold_each_patch_in_cosine_coefficients(tmp_pa
     ae = PixelUnshuffleAutoencoder(transform="dct")
     x = torch.rand(2, 3, 8, 12) * 2 - 1
     z = ae.encode(x).latent_dist.mode()  # (2, 48, 2, 3)
-    torch.testing.assert_close(ae.decode(z).sample, x, atol=1e-6, rtol=0)
-    torch.testing.assert_close(z.square().sum(), x.square().sum(), rtol=1e-5, atol=0)  # orthonormal
+    assert_close_f32(ae.decode(z).sample, x, ops=2 * 16)  # a 16-term transform and its inverse
+    assert_close_f32(z.square().sum(), x.square().sum(), ops=16 + 576)  # orthonormal; sums of 576 squares
     # colour channel 1 (green), patch (1, 2) = rows 4..7, cols 8..11: its DC is coefficient 16 + 0
     torch.testing.assert_close(z[0, 16, 1, 2], x[0, 1, 4:8, 8:12].sum() / 4)
     # a cosine along the columns, cos(pi (j + 0.5) / 4), in the red channel only
@@ -66,7 +67,7 @@ def test_dct_patches_are_exact_and_hold_each_patch_in_cosine_coefficients(tmp_pa
     c = ae.encode(patch).latent_dist.mode()[0, :, 0, 0]  # (48,)
     expected = torch.zeros(48)
     expected[1] = math.sqrt(8)  # (row freq 0, col freq 1) = index 0 * 4 + 1; its energy: 4 rows × Σ_j cos² = 4 × 2
-    torch.testing.assert_close(c, expected, atol=1e-5, rtol=0)
+    assert_close_f32(c, expected, ops=16)
     ae.save_pretrained(tmp_path / "vae")
     again = load_vae_folder(tmp_path / "vae")
     torch.testing.assert_close(again.encode(x).latent_dist.mode(), z)
