@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) ## create .venv and install the package with dev tools (pip install -e .[dev])
 
 constraints: $(STAMP) ## rewrite constraints.txt from this venv (after an upgrade that passed make test-all)
-	@{ sed -n '/^#/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^igr=='; } > constraints.txt.new
+	@{ sed -n '/^#/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v -e '^igr==' -e '^# Editable'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 lint: $(STAMP) ## ruff check
