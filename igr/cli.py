@@ -105,6 +105,26 @@ def _load(name: str):
         raise
 
 
+# Import name -> the pyproject extra that installs it: `pip install igr` is inference only (tests/test_install.py).
+EXTRAS = {
+    **dict.fromkeys(("lightning", "pytorch_lightning", "webdataset", "braceexpand", "jsonargparse", "tensorboard"),
+                    "train"),  # fmt: skip
+    **dict.fromkeys(("torchmetrics", "lpips", "DISTS_pytorch", "cleanfid"), "metrics"),
+    **dict.fromkeys(("gradio", "gradio_client"), "app"),
+    "deepspeed": "deepspeed",
+}
+
+
+def _missing_extra(exc: BaseException, command: str) -> str | None:
+    """One line for a command whose optional dependencies are not installed: which extra to install."""
+    while exc is not None and not isinstance(exc, ModuleNotFoundError):
+        exc = exc.__cause__ or exc.__context__
+    extra = EXTRAS.get((exc.name or "").split(".")[0]) if exc is not None else None
+    if extra is None:
+        return None
+    return f"igr {command} needs the [{extra}] extra: pip install 'igr[{extra}]' (no module named {exc.name})"
+
+
 def _igr_cause(exc: BaseException | None) -> IGRError | None:
     seen = set()
     while exc is not None and id(exc) not in seen:
@@ -132,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             # jsonargparse wraps errors raised while it builds our configs in a page of union-type diagnostics;
             # ours is the one line worth showing.
             cause = _igr_cause(exc)
-            line = str(cause) if cause is not None else None
+            line = str(cause) if cause is not None else _missing_extra(exc, "fit")
             if line is None and isinstance(exc, OSError):
                 line = _os_error_line(exc)
             if line is None:
@@ -162,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as exc:  # a folder that vanished, a full disk, a file this user may not read
         line = _os_error_line(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # an optional extra (training, metrics, the app) not installed
+        line = _missing_extra(exc, name)
         if line is None:
             raise
         print(f"error: {line}", file=sys.stderr)

@@ -94,3 +94,31 @@ def test_restore_defaults_to_the_demo_pipeline_like_serve(tiny_pipeline_dir, tmp
     shutil.copytree(tiny_pipeline_dir, tmp_path / DEMO_PIPELINE)
     assert main(["restore", *args, "--out", "a.png"]) == 0
     assert Image.open(tmp_path / "a.png").size == (48, 64)
+
+
+@pytest.mark.parametrize(("command", "module", "extra"), [("eval-folders", "lpips.pretrained", "metrics"),
+                                                          ("make-shards", "webdataset", "train"),
+                                                          ("fit", "lightning", "train")])  # fmt: skip
+def test_a_missing_extra_is_one_line_naming_it(command, module, extra, monkeypatch, capsys):
+    """Catches: `pip install igr` users meeting a traceback where one line names the extra to install."""
+    import igr.cli
+
+    def load(name):
+        raise ModuleNotFoundError(f"No module named '{module}'", name=module)
+
+    monkeypatch.setattr(igr.cli, "_load", load)
+    assert main([command, "--help"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: igr {command} needs the [{extra}] extra: pip install 'igr[{extra}]' (no module named {module})\n"
+    )
+
+
+def test_a_missing_core_module_is_not_blamed_on_an_extra(monkeypatch):
+    import igr.cli
+
+    def load(name):
+        raise ModuleNotFoundError("No module named 'diffusers'", name="diffusers")
+
+    monkeypatch.setattr(igr.cli, "_load", load)
+    with pytest.raises(ModuleNotFoundError):
+        main(["restore", "--help"])
