@@ -66,7 +66,7 @@ def _not_in_inference_install() -> frozenset[str]:
 
 def test_core_dependencies_leave_out_training_metrics_and_app():
     """Catches: lightning, webdataset, LPIPS, ... back in `dependencies` (every inference user installing them)."""
-    installed = {m for m in HEAVY if m in metadata.packages_distributions()}
+    installed = HEAVY & set(metadata.packages_distributions())
     assert installed and installed <= _not_in_inference_install()
 
 
