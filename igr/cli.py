@@ -1,14 +1,16 @@
-"""The ``igr`` command line.
+"""The ``igr`` command line (also ``python -m igr``).
 
 Each sub-command lives in the module that owns it and exposes ``add_arguments(parser)`` and
 ``run(args) -> int``; modules are imported only when their command runs, so ``igr --help`` is fast.
-``igr fit`` is a LightningCLI and parses its own arguments.
+``igr fit`` is a LightningCLI and parses its own arguments. Command docstrings are reStructuredText (for the API
+docs); :func:`plain_text` turns them into the plain text ``--help`` prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from igr import __version__
@@ -60,6 +62,37 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+_LITERAL = re.compile(r"``(.+?)``")
+_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`~?([^`]+)`")  # :mod:`igr.x`, :py:func:`~f`
+
+
+def plain_text(text: str | None) -> str | None:
+    """reStructuredText of a docstring as the plain text a terminal shows: ``x`` and :role:`x` become x, a
+    paragraph's closing ``::`` (a literal block follows, already indented) becomes ``:``, a lone ``::`` goes."""
+    if not text:
+        return text
+    lines = []
+    for line in text.splitlines():
+        line = _ROLE.sub(r"\1", _LITERAL.sub(r"\1", line))
+        stripped = line.rstrip()
+        if stripped.endswith("::"):
+            if not stripped[:-2].strip():
+                continue  # an expanded-form "::" paragraph of its own
+            stripped = stripped[:-2].rstrip() + ":"  # "Example::" -> "Example:"
+            line = stripped
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _render_help(parser: argparse.ArgumentParser) -> None:
+    """Docstring markup out of a command's description, epilog and argument help: the one place it is done."""
+    parser.description = plain_text(parser.description)
+    parser.epilog = plain_text(parser.epilog)
+    for action in parser._actions:  # argparse's public API offers no other walk over the arguments
+        if isinstance(action.help, str):
+            action.help = plain_text(action.help)
+
+
 def _load(name: str):
     module_name, _ = COMMANDS[name]
     try:
@@ -70,6 +103,26 @@ def _load(name: str):
                 f"command '{name}' is not available in this version ({module_name} missing)"
             ) from exc
         raise
+
+
+# Import name -> the pyproject extra that installs it: `pip install igr` is inference only (tests/test_install.py).
+EXTRAS = {
+    **dict.fromkeys(("lightning", "pytorch_lightning", "webdataset", "braceexpand", "jsonargparse", "tensorboard"),
+                    "train"),  # fmt: skip
+    **dict.fromkeys(("torchmetrics", "lpips", "DISTS_pytorch", "cleanfid"), "metrics"),
+    **dict.fromkeys(("gradio", "gradio_client"), "app"),
+    "deepspeed": "deepspeed",
+}
+
+
+def _missing_extra(exc: BaseException, command: str) -> str | None:
+    """One line for a command whose optional dependencies are not installed: which extra to install."""
+    while exc is not None and not isinstance(exc, ModuleNotFoundError):
+        exc = exc.__cause__ or exc.__context__
+    extra = EXTRAS.get((exc.name or "").split(".")[0]) if exc is not None else None
+    if extra is None:
+        return None
+    return f"igr {command} needs the [{extra}] extra: pip install 'igr[{extra}]' (no module named {exc.name})"
 
 
 def _igr_cause(exc: BaseException | None) -> IGRError | None:
@@ -99,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             # jsonargparse wraps errors raised while it builds our configs in a page of union-type diagnostics;
             # ours is the one line worth showing.
             cause = _igr_cause(exc)
-            line = str(cause) if cause is not None else None
+            line = str(cause) if cause is not None else _missing_extra(exc, "fit")
             if line is None and isinstance(exc, OSError):
                 line = _os_error_line(exc)
             if line is None:
@@ -107,12 +160,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {line}", file=sys.stderr)
             return 2
 
-    parser = argparse.ArgumentParser(prog="igr", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"igr {__version__}")
+    parser = argparse.ArgumentParser(prog="igr", description=plain_text(__doc__.splitlines()[0]))
+    parser.add_argument("-V", "--version", action="version", version=f"igr {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
-    if not argv or argv[0] in ("-h", "--help", "--version") or argv[0] not in COMMANDS:
+    if not argv or argv[0] in ("-h", "--help", "-V", "--version") or argv[0] not in COMMANDS:
         parser.parse_args(argv or ["--help"])
         return 2
 
@@ -121,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         module = _load(name)
         cmd_parser = argparse.ArgumentParser(prog=f"igr {name}", description=COMMANDS[name][1])
         module.add_arguments(cmd_parser)
+        _render_help(cmd_parser)
         args = cmd_parser.parse_args(argv[1:])
         return int(module.run(args) or 0)
     except IGRError as exc:
@@ -128,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as exc:  # a folder that vanished, a full disk, a file this user may not read
         line = _os_error_line(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # an optional extra (training, metrics, the app) not installed
+        line = _missing_extra(exc, name)
         if line is None:
             raise
         print(f"error: {line}", file=sys.stderr)

@@ -2,14 +2,57 @@
 evaluated, how to run it, and the licences it inherits.
 
 ``igr export`` and :meth:`igr.pipeline.IGRPipeline.save_pretrained` write it into every pipeline folder, so a
-folder pushed to the Hub explains itself. The YAML header is the Hub's model-card metadata.
+folder pushed to the Hub explains itself. It is a :class:`huggingface_hub.ModelCard` whose metadata
+(:class:`huggingface_hub.ModelCardData`) says ``library_name: diffusers`` and ``pipeline_tag: image-to-image``,
+so the Hub files the model with diffusers' image-to-image models.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from huggingface_hub import ModelCard, ModelCardData
+
 from igr.config import SamplingConfig
+
+# Replaced by the reader with their folder or Hub id; the usage snippet is run as written by tests/test_model_card.py.
+MODEL_ID = "PATH_OR_HUB_ID"
+
+# IGRPipeline.from_pretrained is what loads a pipeline folder today (local folder or Hub id).
+USAGE = f"""\
+```python
+import torch
+from PIL import Image
+from igr.pipeline import IGRPipeline  # pip install igr
+
+device = "cuda" if torch.cuda.is_available() else "cpu"
+dtype = torch.float16 if device == "cuda" else torch.float32
+pipe = IGRPipeline.from_pretrained("{MODEL_ID}", torch_dtype=dtype).to(device)
+person = Image.open("person.jpg")  # any size: resized and padded to the model's resolution
+mask = Image.open("mask.png")  # the garment to restore, white on black
+out = pipe(person, mask=mask, category="upper", generator=torch.Generator().manual_seed(0))
+out.images[0].save("garment.png")
+```
+
+From a shell: `igr restore --model {MODEL_ID} --person person.jpg --mask mask.png --category upper --out garment.png`
+(`--auto-mask` instead of `--mask` makes the mask with a clothes parser), or the web app
+`igr serve --model {MODEL_ID}` (`pip install 'igr[app]'`).
+"""
+
+CITATION = """\
+## Citation
+
+The method is from:
+
+```bibtex
+@article{shen2024igr,
+  title   = {{IGR}: Improving Diffusion Model for Garment Restoration from Person Image},
+  author  = {Shen, Le and Huang, Rong and Wang, Zhijie},
+  journal = {arXiv preprint arXiv:2412.11513},
+  year    = {2024}
+}
+```
+"""
 
 LICENCES = """\
 ## Licences
@@ -30,10 +73,11 @@ def _count(n: int) -> str:
     return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.1f} k"
 
 
-def model_card(model, sampling: SamplingConfig | None = None, trained_on: str | None = None,
-               evaluation: str | None = None) -> str:  # fmt: skip
-    """The card's text for ``model`` (an :class:`igr.models.IGRModel`); ``trained_on`` and ``evaluation``
-    (markdown, e.g. the table of ``igr eval``'s report) add what only the caller knows."""
+def build_model_card(model, sampling: SamplingConfig | None = None, trained_on: str | None = None,
+                     evaluation: str | None = None) -> ModelCard:  # fmt: skip
+    """The card for ``model`` (an :class:`igr.models.IGRModel`); ``trained_on`` and ``evaluation`` (markdown, e.g.
+    the table of ``igr eval``'s report) add what only the caller knows."""
+    from igr.commands.download import SD15_REPO
     from igr.models import parameter_counts
 
     cfg, diffusion = model.config, model.diffusion
@@ -43,17 +87,13 @@ def model_card(model, sampling: SamplingConfig | None = None, trained_on: str | 
     counts = parameter_counts(parts)
     h, w = cfg.resolution
     sd = int(model.denoiser.unet.config.block_out_channels[0]) >= 320  # SD1.5 widths, not the tiny world
-    licence = "creativeml-openrail-m" if sd else "apache-2.0"
-    header = "\n".join(
-        [
-            "---",
-            f"license: {licence}",
-            "library_name: igr",
-            "pipeline_tag: image-to-image",
-            "tags: [virtual-try-off, garment-restoration, diffusion, stable-diffusion]",
-            "---",
-            "",
-        ]  # fmt: skip
+    data = ModelCardData(
+        license="creativeml-openrail-m" if sd else "apache-2.0",
+        library_name="diffusers",
+        pipeline_tag="image-to-image",
+        tags=["virtual-try-off", "garment-restoration", "diffusion", "stable-diffusion", "igr"],
+        # Only when the weights started from SD1.5's: an SD-sized random init is not derived from it.
+        base_model=SD15_REPO if cfg.sd_path else None,
     )
     garmnet = (
         "with GarmNet (high-level garment features)" if cfg.use_garmnet else "without GarmNet (ablation)"
@@ -61,9 +101,9 @@ def model_card(model, sampling: SamplingConfig | None = None, trained_on: str | 
     lines = [
         f"# IGR garment restoration — `{cfg.name}`",
         "",
-        "An implementation of *Improving Diffusion Model for Garment Restoration from Person Image* (IGR): given a "
-        "photo of a person and a mask of one garment, it generates the garment as an in-shop product image "
-        "(virtual try-off).",
+        "An implementation of *IGR: Improving Diffusion Model for Garment Restoration from Person Image* (Shen, "
+        "Huang and Wang, 2024): given a photo of a person and a mask of one garment, it generates the garment as "
+        "an in-shop product image (virtual try-off).",
         "",
         "## What it is",
         "",
@@ -95,31 +135,27 @@ def model_card(model, sampling: SamplingConfig | None = None, trained_on: str | 
         "## How it is evaluated",
         "",
         evaluation
-        or "With `igr eval` under the pinned protocol of TryOffDiff (docs/design.md §5): paired SSIM / LPIPS / DISTS on "
-        "the VITON-HD test split at 1024×768, FID / KID / CLIP-FID against the real test garments, unpaired on "
-        "StreetTryOn. No scores were recorded in this folder.",
+        or "With `igr eval` (`pip install 'igr[metrics]'`) under TryOffDiff's evaluation protocol (docs/design.md §5 "
+        "in the repository): paired SSIM / LPIPS / DISTS on the VITON-HD test split at 1024×768, FID / KID / CLIP-FID "
+        "against the real test garments, unpaired on StreetTryOn. No scores were recorded in this folder.",
         "",
         "## Use",
         "",
-        "```python",
-        "import torch",
-        "from igr.pipeline import IGRPipeline",
-        "",
-        "pipe = IGRPipeline.from_pretrained(PATH_OR_HUB_ID, torch_dtype=torch.float16).to('cuda')",
-        "out = pipe(person, mask, 'upper', generator=torch.Generator().manual_seed(0))",
-        "out.images[0].save('garment.png')",
-        "```",
-        "",
-        "or `igr restore --model PATH --person me.jpg --auto-mask --category upper --out garment.png`, "
-        "or the web app `igr serve --model PATH`.",
-        "",
+        USAGE,
         LICENCES,
+        CITATION,
     ]
-    return header + "\n".join(lines)
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def model_card(model, sampling: SamplingConfig | None = None, trained_on: str | None = None,
+               evaluation: str | None = None) -> str:  # fmt: skip
+    """The card's text (``README.md``) for ``model``; see :func:`build_model_card`."""
+    return str(build_model_card(model, sampling, trained_on, evaluation))
 
 
 def write_model_card(folder: str | Path, model, sampling: SamplingConfig | None = None, **facts) -> Path:
     """Write ``folder/README.md`` (callers write into a folder that is renamed into place afterwards)."""
     path = Path(folder) / "README.md"
-    path.write_text(model_card(model, sampling, **facts), encoding="utf-8")
+    build_model_card(model, sampling, **facts).save(path)
     return path

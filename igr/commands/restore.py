@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from igr import restore_io
+from igr.commands import DEMO_PIPELINE
 from igr.config import CATEGORIES, parse_size
 from igr.errors import IGRError
 from igr.sampling import image_generators
@@ -40,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__
     m = parser.add_argument_group("model")
     m.add_argument(
-        "--model", required=True, help="pipeline folder (igr export), or a model YAML with --weights"
+        "--model",
+        default=DEMO_PIPELINE,
+        help=f"pipeline folder (igr export), or a model YAML with --weights (default: {DEMO_PIPELINE}, from make demo)",
     )
     m.add_argument(
         "--weights", help="with a model YAML: trained weights (Lightning .ckpt or pipeline folder)"
@@ -100,10 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     both.add_argument(
         "--resize-mask", action="store_true", help="scale a mask of another size to the person's"
     )
-    both.add_argument("--steps", type=int, help="DDIM steps (default: the pipeline's, 25)")
-    both.add_argument(
-        "--guidance", type=float, help="classifier-free guidance scale (default: the pipeline's, 1.5)"
-    )
+    # The defaults are the model's: its pipeline folder's (or YAML's) sampling settings, which differ per model.
+    both.add_argument("--steps", type=int, help="denoising steps (default: the model's own)")
+    both.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's own)")
     both.add_argument("--seed", type=int, default=0, help="noise seed; an image's noise comes from it and the file's name (default 0)")
     both.add_argument(
         "--size",
@@ -341,6 +343,8 @@ def _load(args: argparse.Namespace, size: tuple[int, int] | None):
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     model = Path(args.model)
+    if args.model == DEMO_PIPELINE and not model.exists():
+        raise IGRError(f"{DEMO_PIPELINE}: not found; run `make demo` first, or pass --model DIR")
     if model.suffix in (".yaml", ".yml") and model.is_file():
         with trusting_pickles(args.trust_pickle):
             pipe = IGRPipeline.from_config(model, args.weights, device=device, dtype=dtype)
