@@ -135,8 +135,8 @@ def build_model_card(model, sampling: SamplingConfig | None = None, trained_on: 
         "## How it is evaluated",
         "",
         evaluation
-        or "With `igr eval` (`pip install 'igr[metrics]'`) under TryOffDiff's evaluation protocol (docs/design.md §5 "
-        "in the repository): paired SSIM / LPIPS / DISTS on the VITON-HD test split at 1024×768, FID / KID / CLIP-FID "
+        or "With `igr eval` (`pip install 'igr[metrics]'`) under TryOffDiff's evaluation protocol (section 5 of "
+        "docs/design.md in the repository): paired SSIM / LPIPS / DISTS on the VITON-HD test split at 1024×768, FID / KID / CLIP-FID "
         "against the real test garments, unpaired on StreetTryOn. No scores were recorded in this folder.",
         "",
         "## Use",

@@ -25,8 +25,9 @@ PRIVATE_API_USERS = {"lightning", "diffusers", "open-clip-torch", "clean-fid", "
 def _requirements() -> dict[str, Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = [Requirement(r) for r in project["dependencies"]]
-    reqs += [Requirement(r) for r in project["optional-dependencies"]["deepspeed"]]
-    reqs += [Requirement(r) for r in project["optional-dependencies"]["app"]]
+    for extra, items in project["optional-dependencies"].items():
+        if extra != "dev":  # dev: test tools, and igr's own extras again
+            reqs += [Requirement(r) for r in items]
     return {canonicalize_name(r.name): r for r in reqs}
 
 
