@@ -1,14 +1,20 @@
 """Pipeline folders: what ``igr export`` writes and what the restoration pipeline loads.
 
-A pipeline folder is self-contained and holds no pickles:
+A pipeline folder is a diffusers pipeline (:class:`igr.pipeline.IGRPipeline`), self-contained and without pickles:
 
-    model.yaml               ModelConfig with architecture dicts filled in and weight paths cleared,
-                             plus the diffusion and sampling settings
-    garmnet.safetensors      trainable: GarmNet
-    denoiser.safetensors     trainable: GarmDenoiser with the IP-Adapter layers (ImageProjection, K/V-ip)
-    vae.safetensors          frozen parts, copied so the folder needs nothing else
-    image_encoder.safetensors
-    prompts.safetensors      cached category-prompt embeddings (no text encoder needed at inference)
+    model_index.json         the pipeline's modules (["igr.components", class] each, the scheduler's from diffusers)
+                             and the architecture, diffusion and sampling settings
+    garmnet/                 trainable: GarmNet              } config.json +
+    denoiser/                trainable: GarmDenoiser with     } diffusion_pytorch_model.safetensors
+                             the IP-Adapter layers (ImageProjection, K/V-ip)
+    vae/, image_encoder/     frozen parts, copied so the folder needs nothing else
+    prompts/                 cached category-prompt embeddings (no text encoder needed at inference)
+    scheduler/               scheduler_config.json
+    igr_pipeline.py          one import line, for DiffusionPipeline.from_pretrained(..., trust_remote_code=True)
+    README.md                the model card
+
+The older format (``model.yaml`` + ``<part>.safetensors`` at the top level) still loads (:func:`load_legacy_pipeline`)
+and ``igr export --upgrade`` converts it (:func:`upgrade_pipeline`).
 
 Writes go to a temporary folder renamed into place, so an interrupted export leaves nothing half-written.
 """
@@ -58,9 +64,13 @@ def architecture_config(model: IGRModel) -> ModelConfig:
     )
 
 
-def _to_yaml_data(obj: Any) -> Any:
+def yaml_data(obj: Any) -> Any:
+    """A config dataclass as plain YAML/JSON types."""
     data = dataclasses.asdict(obj)
     return OmegaConf.to_container(OmegaConf.create(data), resolve=True)
+
+
+_to_yaml_data = yaml_data
 
 
 def export_pipeline(
@@ -69,16 +79,28 @@ def export_pipeline(
     sampling: SamplingConfig | None = None,
     overwrite: bool = False,
     card: dict | None = None,
+    scheduler=None,
 ) -> Path:
-    out = Path(out)
-    with atomic_directory(out, overwrite) as tmp:
-        from igr.model_card import write_model_card  # README.md: what the model is, its licences
+    """Write ``model`` as a pipeline folder (the diffusers layout above) with ``sampling`` as its defaults and
+    ``scheduler`` (default: the sampler's, built from the model's diffusion settings)."""
+    from igr.pipeline import IGRPipeline
 
-        write_model_card(tmp, model, sampling, **(card or {}))
+    out = Path(out)
+    pipe = IGRPipeline.from_model(model, sampling, scheduler=scheduler)
+    with atomic_directory(out, overwrite) as tmp:
+        pipe.save_pretrained(tmp, card=card)
+    return out
+
+
+def write_legacy_pipeline(model: IGRModel, out: str | Path, sampling: SamplingConfig | None = None) -> Path:
+    """The format before the diffusers layout (``model.yaml`` + ``<part>.safetensors``): kept so the upgrade path
+    is tested against real old folders."""
+    out = Path(out)
+    with atomic_directory(out, False) as tmp:
         doc = {
-            "model": _to_yaml_data(architecture_config(model)),
-            "diffusion": _to_yaml_data(model.diffusion),
-            "sampling": _to_yaml_data(sampling or SamplingConfig()),
+            "model": yaml_data(architecture_config(model)),
+            "diffusion": yaml_data(model.diffusion),
+            "sampling": yaml_data(sampling or SamplingConfig()),
         }
         OmegaConf.save(OmegaConf.create(doc), tmp / "model.yaml")
         for name in PARTS:
@@ -88,6 +110,23 @@ def export_pipeline(
             state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
             save_file(state, str(tmp / f"{name}.safetensors"))
     return out
+
+
+def is_pipeline_folder(folder: str | Path) -> bool:
+    """A pipeline folder of either format."""
+    folder = Path(folder)
+    return (folder / "model_index.json").is_file() or (folder / "model.yaml").is_file()
+
+
+def upgrade_pipeline(old: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """An old-format pipeline folder rewritten in the diffusers layout (same weights, same sampling defaults)."""
+    old = Path(old)
+    if (old / "model_index.json").is_file():
+        raise IGRError(f"{old}: already in the diffusers layout (has model_index.json); nothing to upgrade")
+    if not (old / "model.yaml").is_file():
+        raise IGRError(f"{old}: not an old-format pipeline folder (no model.yaml)")
+    model, sampling = load_legacy_pipeline(old)
+    return export_pipeline(model, out, sampling=sampling, overwrite=overwrite)
 
 
 def read_pipeline_config(folder: str | Path) -> dict:
@@ -103,9 +142,26 @@ def read_pipeline_config(folder: str | Path) -> dict:
 
 
 def load_pipeline(folder: str | Path, dtype: torch.dtype | None = None) -> tuple[IGRModel, SamplingConfig]:
-    """Rebuild the model from a pipeline folder: built on the meta device from its config (no memory, no random
-    init of 1.7 B parameters), then each file's weights assigned, checked key by key and shape by shape (cast to
-    ``dtype`` while loading, when given)."""
+    """The model and sampling defaults of a pipeline folder of either format (through
+    :meth:`igr.pipeline.IGRPipeline.from_pretrained`: built on the meta device, weights assigned, cast to ``dtype``
+    while loading when given)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise IGRError(f"{folder}: model folder not found")
+    if not (folder / "model_index.json").is_file():
+        return load_legacy_pipeline(folder, dtype)
+    from igr.pipeline import IGRPipeline
+
+    pipe = IGRPipeline.from_pretrained(folder, torch_dtype=dtype)
+    return pipe.model, pipe.sampling
+
+
+def load_legacy_pipeline(
+    folder: str | Path, dtype: torch.dtype | None = None
+) -> tuple[IGRModel, SamplingConfig]:
+    """Rebuild the model from an old-format folder (``model.yaml`` + ``<part>.safetensors``): built on the meta
+    device from its config (no memory, no random init of 1.7 B parameters), then each file's weights assigned,
+    checked key by key and shape by shape (cast to ``dtype`` while loading, when given)."""
     from accelerate import init_empty_weights
 
     folder = Path(folder)
@@ -113,7 +169,7 @@ def load_pipeline(folder: str | Path, dtype: torch.dtype | None = None) -> tuple
         raise IGRError(f"{folder}: model folder not found")
     cfg_path = folder / "model.yaml"
     if not cfg_path.is_file():
-        raise IGRError(f"{folder}: not a pipeline folder (no model.yaml; create one with `igr export`)")
+        raise IGRError(f"{folder}: not a pipeline folder (no model_index.json; create one with `igr export`)")
     doc = read_pipeline_config(folder)
     try:
         model_cfg = model_config_from_dict(doc["model"], where=str(cfg_path))

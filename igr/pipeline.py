@@ -31,29 +31,46 @@ large outputs tile by tile.
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import dataclasses
+import json
 import re
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import DiffusionPipeline, SchedulerMixin
 from diffusers.utils import BaseOutput
 from PIL import Image
 
 from igr import restore_io
-from igr.config import SamplingConfig, load_model_config
-from igr.devices import resolve_device, resolve_dtype
+from igr.components import (
+    CategoryPromptsModel,
+    FrozenVAEModel,
+    GarmDenoiserModel,
+    GarmNetModel,
+    ImageEncoderModel,
+    components_of,
+)
+from igr.config import DiffusionConfig, SamplingConfig, load_model_config, model_config_from_dict
+from igr.devices import DTYPES, resolve_device, resolve_dtype
 from igr.errors import IGRError
-from igr.export import load_pipeline
 from igr.models import IGRModel, build_model
 from igr.models.image_encoder import garment_crop
 from igr.sampling import inference_scheduler
 
-HUB_FILES = ["model.yaml", "*.safetensors", "README.md", "LICENSE*"]
+# What a Hub download fetches: the diffusers layout (never the class shim: loading through IGRPipeline runs no code
+# from the repository) and the older layout's files.
+HUB_FILES = ["model_index.json", "*/*.json", "*/*.safetensors", "model.yaml", "*.safetensors", "README.md", "LICENSE*"]
+SHIM_MODULE = "igr_pipeline"
+SHIM_SOURCE = (
+    '"""Lets `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` find the pipeline class of the '
+    'installed igr package (`pip install igr`); `IGRPipeline.from_pretrained(folder)` does not run this file."""\n\n'
+    "from igr.pipeline import IGRPipeline  # noqa: F401\n"
+)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CALLBACK_TENSORS = ("latents",)
 
@@ -101,25 +118,100 @@ def resolve_pretrained(
         ) from exc
 
 
+def yaml_data_of(obj) -> dict:
+    """A config dataclass as plain JSON types."""
+    return json.loads(json.dumps(dataclasses.asdict(obj)))
+
+
+def _device(name, argument: str) -> torch.device:
+    """:func:`resolve_device` with its error naming the Python argument instead of the CLI flag."""
+    try:
+        return resolve_device(name)
+    except IGRError as exc:
+        raise IGRError(str(exc).replace("--device", f"{argument}=", 1).replace("= '", "='").replace("= ", "=")) from None
+
+
+def _dtype(name, device: torch.device, argument: str) -> torch.dtype:
+    try:
+        return resolve_dtype(name, device)
+    except IGRError as exc:
+        raise IGRError(str(exc).replace("--dtype ", f"{argument}=", 1)) from None
+
+
 # --------------------------------------------------------------------------- the pipeline
 
 
-class IGRPipeline:
-    """A loaded IGR model, its scheduler and sampling defaults, and optionally a clothes parser for masks."""
+class IGRPipeline(DiffusionPipeline):
+    """A loaded IGR model as a diffusers pipeline: GarmNet, the denoiser (with the IP-Adapter), the VAE, the CLIP
+    image encoder, the cached prompt embeddings and the scheduler are its registered modules (GarmNet sits beside
+    the denoiser as IDM-VTON's ``unet_encoder`` does); a clothes parser for automatic masks is optional.
+
+    Build one with :meth:`from_pretrained` (a folder or Hub id), :meth:`from_config` (a model YAML and weights) or
+    :meth:`from_model` (an :class:`IGRModel` in memory). ``pipe.model`` is the :class:`IGRModel` made of the same
+    modules (one restoration loop, shared with training and evaluation); ``pipe.sampling`` the default steps,
+    guidance and eta."""
+
+    model_cpu_offload_seq = "vae->image_encoder->garmnet->denoiser"
+    _optional_components = ["garmnet", "parser"]
+    _exclude_from_cpu_offload = ["prompts"]  # a (4,77,D) table read by indexing, not by a forward call
+    _callback_tensor_inputs = list(CALLBACK_TENSORS)
 
     def __init__(
         self,
+        denoiser: GarmDenoiserModel,
+        vae: FrozenVAEModel,
+        image_encoder: ImageEncoderModel,
+        prompts: CategoryPromptsModel,
+        scheduler: SchedulerMixin,
+        garmnet: GarmNetModel | None = None,
+        parser=None,
+        model_config: dict | None = None,
+        diffusion_config: dict | None = None,
+        sampling_config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if not model_config:
+            raise IGRError("model_config: required (the architecture dict that igr export writes)")
+        self.register_modules(
+            garmnet=garmnet, denoiser=denoiser, vae=vae, image_encoder=image_encoder, prompts=prompts,
+            scheduler=scheduler, parser=parser,
+        )  # fmt: skip
+        self.register_to_config(
+            model_config=model_config, diffusion_config=diffusion_config or {}, sampling_config=sampling_config or {}
+        )
+        where = "model_index.json model_config"
+        try:
+            diffusion = DiffusionConfig(**(diffusion_config or {}))
+            self.sampling = SamplingConfig(**(sampling_config or {}))
+        except TypeError as exc:
+            raise IGRError(f"model_index.json: malformed diffusion/sampling config ({exc})") from None
+        self.model = IGRModel(
+            model_config_from_dict(dict(model_config), where=where), garmnet, denoiser, vae, image_encoder, prompts,
+            diffusion,
+        ).eval().requires_grad_(False)  # fmt: skip
+        self._vae_tiling = False
+
+    @classmethod
+    def from_model(
+        cls,
         model: IGRModel,
         sampling: SamplingConfig | None = None,
-        scheduler=None,
+        scheduler: SchedulerMixin | None = None,
         parser=None,
-    ) -> None:
-        self.model = model.eval().requires_grad_(False)
-        self.sampling = sampling or SamplingConfig()
-        self.scheduler = scheduler or inference_scheduler(model.diffusion, self.sampling.sampler)
-        self.parser = parser
-        self._offload_device: torch.device | None = None  # the execution device while offloading
-        self._vae_tiling = False
+    ) -> IGRPipeline:
+        """The pipeline of an :class:`IGRModel` in memory (a trained or freshly built one): its parts become the
+        registered modules, sharing their tensors (nothing is copied)."""
+        from igr.export import architecture_config, yaml_data
+
+        sampling = sampling or SamplingConfig()
+        return cls(
+            **components_of(model),
+            scheduler=scheduler or inference_scheduler(model.diffusion, sampling.sampler),
+            parser=parser,
+            model_config=yaml_data(architecture_config(model)),
+            diffusion_config=yaml_data(model.diffusion),
+            sampling_config=yaml_data(sampling),
+        )
 
     # --- loading ------------------------------------------------------------------------------------------
     @classmethod
@@ -134,33 +226,105 @@ class IGRPipeline:
         local_files_only: bool | None = None,
         token: str | bool | None = None,
         parser: str | Path | None = None,
+        **kwargs,
     ) -> IGRPipeline:
-        """Load a pipeline folder (what ``igr export`` and :meth:`save_pretrained` write) or a Hub id
-        (``org/name``; ``revision``, ``cache_dir``, ``local_files_only`` and ``token`` go to
-        ``huggingface_hub.snapshot_download``). ``torch_dtype`` (``dtype`` is an alias) casts while loading;
-        ``device`` moves the result; ``parser`` loads a clothes parser for automatic masks."""
-        folder = resolve_pretrained(
-            pretrained_model_name_or_path, revision, cache_dir, local_files_only, token
-        )
+        """Load a pipeline folder (what ``igr export`` and :meth:`save_pretrained` write: ``model_index.json`` and
+        one folder per module) or a Hub id (``org/name``; ``revision``, ``cache_dir``, ``local_files_only`` and
+        ``token`` go to ``huggingface_hub.snapshot_download``). The other keywords are diffusers':
+        ``scheduler=``, ``variant=``, ``use_safetensors=``, ``low_cpu_mem_usage=``, ... ``torch_dtype``
+        (``dtype`` is an alias; names such as ``"bf16"`` work) casts while loading; ``device`` moves the result;
+        ``parser`` loads a clothes parser for automatic masks. Folders of the older format (``model.yaml`` and
+        one ``.safetensors`` per part) load too; ``igr export --upgrade`` converts them."""
+        folder = resolve_pretrained(pretrained_model_name_or_path, revision, cache_dir, local_files_only, token)
         want = torch_dtype if torch_dtype is not None else dtype
-        dev = None if device is None else resolve_device(device)
-        dt = None if want is None else resolve_dtype(want, dev or torch.device("cpu"))
-        model, sampling = load_pipeline(folder, dt)
-        pipe = cls(model, sampling)
+        dev = None if device is None else _device(device, "device")
+        dt = None if want is None else _dtype(want, dev or torch.device("cpu"), "torch_dtype")
+        if not folder.is_dir():
+            raise IGRError(f"{folder}: model folder not found")
+        if (folder / "model_index.json").is_file():
+            try:
+                kwargs.setdefault("use_safetensors", True)  # no pickles, unless the caller asks for .bin files
+                pipe = super().from_pretrained(str(folder), torch_dtype=dt, **kwargs)
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                if isinstance(exc, IGRError):
+                    raise
+                detail = " ".join(str(exc).split())[:300]
+                raise IGRError(f"{folder}: cannot load the pipeline ({exc.__class__.__name__}: {detail})") from exc
+        elif (folder / "model.yaml").is_file():
+            pipe = cls._from_legacy_folder(folder, dt, **kwargs)
+        else:
+            raise IGRError(f"{folder}: not a pipeline folder (no model_index.json; create one with `igr export`)")
         if parser is not None:
             pipe.load_parser(parser)
-        return pipe.to(dev, dt)
+        return pipe.to(dev) if dev is not None else pipe
+
+    @classmethod
+    def _from_legacy_folder(cls, folder: Path, dtype: torch.dtype | None, **kwargs) -> IGRPipeline:
+        """The format before model_index.json: ``model.yaml`` + ``<part>.safetensors``."""
+        from igr.export import load_legacy_pipeline
+
+        unknown = sorted(set(kwargs) - {"scheduler", "use_safetensors", "low_cpu_mem_usage"})
+        if unknown:
+            raise IGRError(
+                f"{folder}: {', '.join(unknown)} need a folder in the diffusers layout; convert this one with "
+                "`igr export --upgrade`"
+            )
+        model, sampling = load_legacy_pipeline(folder, dtype)
+        return cls.from_model(model, sampling, scheduler=kwargs.get("scheduler"))
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """diffusers' ``load_config``, reading ``_class_name`` ``["igr_pipeline", "IGRPipeline"]`` (which lets
+        ``DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`` find this class through the folder's
+        one-line ``igr_pipeline.py``) as this class: loading through ``IGRPipeline`` runs no code from the
+        folder."""
+        out = super().load_config(*args, **kwargs)
+        config = out[0] if isinstance(out, tuple) else out
+        if isinstance(config.get("_class_name"), (list, tuple)):
+            config["_class_name"] = cls.__name__
+        return out
 
     def save_pretrained(
-        self, save_directory: str | Path, overwrite: bool = False, card: dict | None = None
+        self,
+        save_directory: str | Path,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        push_to_hub: bool = False,
+        card: dict | None = None,
+        **kwargs,
     ) -> Path:
-        """Write a pipeline folder (safetensors + ``model.yaml`` + a model card) that :meth:`from_pretrained`
-        loads and the Hub can host. ``card``: extra facts for the model card (see :mod:`igr.model_card`)."""
-        from igr.export import export_pipeline
+        """diffusers' ``save_pretrained`` (``model_index.json``, one folder per module with its ``config.json`` and
+        weights, ``scheduler/scheduler_config.json``; an existing folder is written into, as diffusers does), plus
+        a model card and the one-line ``igr_pipeline.py`` that ``DiffusionPipeline.from_pretrained`` needs.
+        ``card``: extra facts for the model card (see :mod:`igr.model_card`). A loaded parser is not saved (it is
+        a separate SegFormer folder: :meth:`load_parser`)."""
+        self.register_to_config(sampling_config=yaml_data_of(self.sampling))
+        parser_entry = self.config.get("parser")
+        self.register_to_config(parser=(None, None))
+        self._card = card
+        try:
+            super().save_pretrained(
+                str(save_directory), safe_serialization=safe_serialization, variant=variant,
+                push_to_hub=push_to_hub, **kwargs,
+            )  # fmt: skip
+        finally:
+            self.register_to_config(parser=parser_entry)
+            self._card = None
+        return Path(save_directory)
 
-        return export_pipeline(
-            self.model, save_directory, sampling=self.sampling, overwrite=overwrite, card=card
-        )
+    def save_config(self, save_directory, push_to_hub: bool = False, **kwargs) -> None:
+        """Called by ``save_pretrained`` after the modules are written: ``model_index.json``, then the class shim and
+        the model card (before any upload)."""
+        super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)
+        folder = Path(save_directory)
+        index = folder / "model_index.json"
+        doc = json.loads(index.read_text())
+        doc["_class_name"] = [SHIM_MODULE, type(self).__name__]
+        index.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        (folder / f"{SHIM_MODULE}.py").write_text(SHIM_SOURCE)
+        from igr.model_card import write_model_card  # README.md: what the model is, its licences
+
+        write_model_card(folder, self.model, self.sampling, **(getattr(self, "_card", None) or {}))
 
     @classmethod
     def from_config(
@@ -172,7 +336,8 @@ class IGRPipeline:
     ) -> IGRPipeline:
         """Build from a model YAML (e.g. ``configs/model/sd15.yaml`` with local weight paths) and load the
         trained GarmNet/denoiser/adapter weights from ``weights``: a Lightning ``.ckpt`` or a pipeline folder.
-        Without ``weights`` the trainable parts keep their initialisation (SD1.5, or random for the tiny config)."""
+        Without ``weights`` the trainable parts keep their initialisation (SD1.5, or random for the tiny config).
+        (diffusers' ``ConfigMixin.from_config`` builds from a config dict; a pipeline has none to build from.)"""
         from igr.init_weights import load_trainable_weights
 
         model = build_model(load_model_config(config))
@@ -180,7 +345,7 @@ class IGRPipeline:
             if not Path(weights).exists():
                 raise IGRError(f"{weights}: weights not found (expected a .ckpt file or a pipeline folder)")
             load_trainable_weights(model, str(weights))
-        return cls(model).to(device, dtype)
+        return cls.from_model(model).to(device, dtype)
 
     def load_parser(self, path: str | Path, dilation: int = 0) -> IGRPipeline:
         """Load a clothes-parsing SegFormer (``igr download-weights --what parser``) for automatic masks."""
@@ -190,54 +355,42 @@ class IGRPipeline:
             raise IGRError(
                 f"{path}: garment parser not found (fetch it with `igr download-weights --what parser`)"
             )
-        self.parser = ClothesParser.from_pretrained(path, dilation=dilation).to(self.device)
+        self.parser = ClothesParser.from_pretrained(path, dilation=dilation).to(self._execution_device)
         return self
 
     # --- placement ----------------------------------------------------------------------------------------
-    def to(
-        self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None
-    ) -> IGRPipeline:
-        """Move to ``device`` (``auto``: CUDA, else MPS, else CPU) in ``dtype``; ``None`` keeps the current one.
-        As in diffusers, ``pipe.to(torch.float16)`` changes only the dtype. Moving ends CPU offloading."""
-        if isinstance(device, torch.dtype):
-            device, dtype = None, device
-        dev = self.device if device is None else resolve_device(device)
-        dt = self.dtype if dtype is None else resolve_dtype(dtype, dev)
-        self._offload_device = None
-        self.model.to(device=dev, dtype=dt)
-        if self.parser is not None:
+    def to(self, *args, **kwargs) -> IGRPipeline:
+        """diffusers' ``to`` (``pipe.to("cuda")``, ``pipe.to(torch.float16)``, ``pipe.to("cuda", torch_dtype=...)``,
+        ``pipe.to(device=..., dtype=...)``), also accepting igr's names: ``"auto"`` (CUDA, else MPS, else CPU) and
+        dtype names (``"bf16"``). ``None`` keeps the current one. The parser follows the device."""
+        args = list(args)
+        device = kwargs.pop("device", None)
+        dtype = kwargs.pop("torch_dtype", kwargs.pop("dtype", None))
+        for a in args:
+            if isinstance(a, torch.dtype) or (isinstance(a, str) and a in DTYPES):
+                dtype = a
+            elif a is not None:
+                device = a
+        dev = None if device is None else _device(device, "device")
+        dt = None if dtype is None else _dtype(dtype, dev or self.device, "dtype")
+        if dev is not None and self.parser is not None:
             self.parser.to(dev)
-        return self
-
-    def enable_model_cpu_offload(self, device: str | torch.device = "auto") -> IGRPipeline:
-        """Keep the VAE, CLIP image encoder and GarmNet on the CPU and move each to ``device`` only for its single
-        use per call (encode, GarmNet once, decode); the denoiser, which runs every step, stays on ``device``.
-        Peak GPU memory drops by the size of those parts; the images are the same."""
-        dev = resolve_device(device)
-        self.model.to("cpu")
-        self.model.denoiser.to(dev)
-        self._offload_device = dev
-        return self
-
-    def disable_model_cpu_offload(self) -> IGRPipeline:
-        dev = self._offload_device
-        self._offload_device = None
-        if dev is not None:
-            self.model.to(dev)
-        return self
+        if dev is None and dt is None:
+            return self
+        return super().to(*[x for x in (dev, dt) if x is not None], **kwargs)
 
     def enable_vae_tiling(self, tile_size: int | None = None, overlap: float = 0.25) -> IGRPipeline:
         """Decode outputs larger than ``tile_size`` pixels (default: the VAE's sample size, 512 for SD1.5) tile by
         tile with blended overlaps (diffusers' ``AutoencoderKL`` tiling): the decoder's memory grows with the tile,
         not the image. Only the decode is tiled: a tiled encode would change the person latent GarmNet sees.
         Tiles see only their neighbourhood, so pixels differ slightly from the plain decode."""
-        vae = self.model.vae.vae
-        step = 8 * self.model.vae.factor  # diffusers' blending needs whole latent blocks per tile and overlap
+        vae = self.vae.vae
+        step = 8 * self.vae.factor  # diffusers' blending needs whole latent blocks per tile and overlap
         if tile_size is not None and (tile_size < step or tile_size % step):
-            raise IGRError(f"VAE tile size {tile_size}: must be a positive multiple of {step} pixels")
+            raise IGRError(f"tile_size={tile_size}: must be a positive multiple of {step} pixels")
         if tile_size is not None:
             vae.tile_sample_min_size = int(tile_size)
-            vae.tile_latent_min_size = int(tile_size) // self.model.vae.factor
+            vae.tile_latent_min_size = int(tile_size) // self.vae.factor
         vae.tile_overlap_factor = overlap
         self._vae_tiling = True
         return self
@@ -246,8 +399,21 @@ class IGRPipeline:
         self._vae_tiling = False
         return self
 
+    def enable_attention_slicing(self, slice_size: str | int | None = "auto") -> None:
+        """A no-op with a warning: diffusers' slicing replaces every attention processor with a sliced one, which
+        would drop the GarmFus processors (GarmNet's feature writers and the denoiser's fused self-attention) and
+        the IP-Adapter's. Memory: :meth:`enable_model_cpu_offload` or :meth:`enable_vae_tiling`."""
+        warnings.warn(
+            "enable_attention_slicing: not applied; it would replace IGR's GarmFus and IP-Adapter attention "
+            "processors (use enable_model_cpu_offload or enable_vae_tiling to save memory)",
+            stacklevel=2,
+        )
+
+    def disable_attention_slicing(self) -> None:
+        pass
+
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
-        vae = self.model.vae.vae
+        vae = self.vae.vae
         vae.use_tiling = self._vae_tiling
         try:
             return self.model.decode_images(z)
@@ -255,35 +421,9 @@ class IGRPipeline:
             vae.use_tiling = False
 
     @property
-    def device(self) -> torch.device:
-        """Where the model runs (with CPU offload: the device parts are moved to for their use)."""
-        return self._offload_device or next(self.model.denoiser.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.denoiser.parameters()).dtype
-
-    @property
     def resolution(self) -> tuple[int, int]:
         """(H, W) the model restores at: inputs are resized to it and outputs have it."""
         return tuple(self.model.config.resolution)
-
-    @contextlib.contextmanager
-    def _placed(self, *modules: torch.nn.Module | None) -> Iterator[None]:
-        """With CPU offload: ``modules`` on the execution device for the block, back on the CPU after it."""
-        parts = [m for m in modules if m is not None]
-        if self._offload_device is None or not parts:
-            yield
-            return
-        for m in parts:
-            m.to(self._offload_device)
-        try:
-            yield
-        finally:
-            for m in parts:
-                m.to("cpu")
-            if self._offload_device.type == "cuda":
-                torch.cuda.empty_cache()
 
     # --- inputs -------------------------------------------------------------------------------------------
     def prepare(
@@ -331,6 +471,10 @@ class IGRPipeline:
         category: str | Sequence[str] = "upper",
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
+        num_images_per_prompt: int = 1,
+        eta: float | None = None,
+        height: int | None = None,
+        width: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
@@ -339,15 +483,20 @@ class IGRPipeline:
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         mask_threshold: int = 127,
         resize_mask: bool = False,
-        progress: bool | Callable = False,
+        progress: bool | Callable | None = None,
     ) -> IGRPipelineOutput | tuple:
         """Restore garments from one person (PIL image, HxWxC array, (3,H,W) tensor) or a list / (B,3,H,W) batch.
 
         ``mask=None`` makes each mask with the clothes parser (:meth:`load_parser`) and returns them in
-        ``.masks``. ``num_inference_steps``/``guidance_scale`` default to the folder's sampling settings (25 steps,
-        guidance 1.5 as in the paper); ``latents`` gives z_T (B,C,h,w) instead of drawing it from ``generator``.
-        ``callback_on_step_end(pipe, step, t, {"latents": z})`` runs after each step and may return a dict with
-        replacement ``latents``. With ``return_dict=False`` the result is ``(images,)`` or ``(images, masks)``."""
+        ``.masks``. ``num_inference_steps``/``guidance_scale``/``eta`` default to the folder's sampling settings
+        (25 steps, guidance 1.5 as in the paper, eta 0; eta is DDIM's noise, ignored by schedulers without it);
+        ``num_images_per_prompt`` restores each person that many times (images ``i*n .. i*n+n-1`` are person
+        ``i``'s; one generator per image, or one for all). ``height``/``width`` are the model's resolution (inputs
+        of any size are resized to it): other values are refused. ``latents`` gives z_T (B*n,C,h,w) instead of
+        drawing it from ``generator``. ``callback_on_step_end(pipe, step, t, {"latents": z})`` runs after each
+        step and may return a dict with replacement ``latents``. ``progress``: the diffusers progress bar by default
+        (``set_progress_bar_config(disable=True)`` hides it), ``False`` for none, or a callable wrapping the steps.
+        With ``return_dict=False`` the result is ``(images,)`` or ``(images, masks)``."""
         if output_type not in ("pil", "np", "pt", "latent"):
             raise IGRError(f"output_type '{output_type}': expected pil, np, pt or latent")
         bad = [k for k in callback_on_step_end_tensor_inputs if k not in CALLBACK_TENSORS]
@@ -355,6 +504,16 @@ class IGRPipeline:
             raise IGRError(
                 f"callback_on_step_end_tensor_inputs {bad}: only {list(CALLBACK_TENSORS)} are passed"
             )
+        h, w = self.resolution
+        if (height is not None and height != h) or (width is not None and width != w):
+            raise IGRError(
+                f"height={height}, width={width}: this model restores at height={h}, width={w} (photos of any size "
+                "are resized to it; leave height and width unset)"
+            )
+        if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) or (
+            num_images_per_prompt < 1
+        ):
+            raise IGRError(f"num_images_per_prompt={num_images_per_prompt!r}: must be a whole number, at least 1")
         people, _ = _as_list(person)
         categories = [category] * len(people) if isinstance(category, str) else list(category)
         if len(categories) != len(people):
@@ -372,20 +531,22 @@ class IGRPipeline:
             self.prepare(p, m, mask_threshold, resize_mask, name=f"image {i}")
             for i, (p, m) in enumerate(zip(people, masks))
         ]
+        n = num_images_per_prompt
         out = self.generate(
-            torch.stack([p for p, _ in prepared]),
-            torch.stack([m for _, m in prepared]),
-            categories,
+            torch.stack([p for p, _ in prepared]).repeat_interleave(n, 0),
+            torch.stack([m for _, m in prepared]).repeat_interleave(n, 0),
+            [c for c in categories for _ in range(n)],
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
             generator=generator,
             latents=latents,
-            progress=progress,
+            progress=True if progress is None else progress,  # diffusers shows its bar by default
             callback_on_step_end=callback_on_step_end,
             output_type="latent" if output_type == "latent" else "pt",
+            eta=eta,
         )
         images = _format_images(out, output_type)
-        mask_out = _format_masks(masks, output_type) if auto else None
+        mask_out = _format_masks([m for m in masks for _ in range(n)], output_type) if auto else None
         if not return_dict:
             return (images,) if mask_out is None else (images, mask_out)
         return IGRPipelineOutput(images=images, masks=mask_out)
@@ -400,9 +561,10 @@ class IGRPipeline:
         guidance_scale: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
-        progress: bool | Callable = False,
+        progress: bool | Callable | None = None,
         callback_on_step_end: Callable | None = None,
         output_type: str = "pt",
+        eta: float | None = None,
     ) -> torch.Tensor:
         """Prepared inputs (B,3,H,W) in [-1,1] and (B,1,H,W) in {0,1} → garments (B,3,H,W) in [0,1], float32 CPU
         (``output_type="latent"``: the (B,C,h,w) latents z_0 instead).
@@ -410,36 +572,37 @@ class IGRPipeline:
         Inputs stay float32 while the model runs in fp16/bf16 (the frozen encoders cast them; the CLIP crop's
         antialiased resize has no bf16 kernel on the CPU)."""
         model = self.model
-        steps = int(num_inference_steps or self.sampling.steps)
-        if steps < 1:
-            raise IGRError(f"num_inference_steps={steps}: must be at least 1")
+        steps = self.sampling.steps if num_inference_steps is None else num_inference_steps
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise IGRError(f"num_inference_steps={steps!r}: must be a whole number, at least 1")
         scale = float(self.sampling.guidance_scale if guidance_scale is None else guidance_scale)
         b = person.shape[0]
         if isinstance(generator, list) and len(generator) != b:
             raise IGRError(f"got {len(generator)} generators for {b} images")
-        device = self.device
+        device = self._execution_device
         person, mask = person.to(device, torch.float32), mask.to(device, torch.float32)
-        # The model's restoration loop, with this pipeline's scheduler, callback and CPU offload.
-        z = model.restore(
-            person,
-            mask,
-            list(categories),
-            num_inference_steps=steps,
-            guidance_scale=scale,
-            generator=generator,
-            eta=self.sampling.eta,
-            progress=_progress(progress),
-            latents=latents,
-            return_latents=True,
-            scheduler=self._fresh_scheduler(),
-            callback=self._step_callback(callback_on_step_end),
-            placed=self._placed,
-        )
-        if output_type == "latent":
-            return z.float().cpu()
-        with self._placed(model.vae):
-            images = self._decode(z)
-        return images.cpu()
+        try:
+            # The model's restoration loop, with this pipeline's scheduler and callback; with CPU offload,
+            # accelerate's hooks move each part to the device when it runs.
+            z = model.restore(
+                person,
+                mask,
+                list(categories),
+                num_inference_steps=int(steps),
+                guidance_scale=scale,
+                generator=generator,
+                eta=float(self.sampling.eta if eta is None else eta),
+                progress=self._progress(progress),
+                latents=latents,
+                return_latents=True,
+                scheduler=self._fresh_scheduler(),
+                callback=self._step_callback(callback_on_step_end),
+            )
+            if output_type == "latent":
+                return z.float().cpu()
+            return self._decode(z).cpu()
+        finally:
+            self.maybe_free_model_hooks()
 
     def _fresh_scheduler(self):
         """A copy of ``self.scheduler`` per call (multistep solvers keep state; concurrent app requests must not
@@ -458,6 +621,12 @@ class IGRPipeline:
         if not hasattr(self.scheduler, "set_timesteps") or not hasattr(self.scheduler, "step"):
             raise IGRError(f"{type(self.scheduler).__name__}: not a diffusers scheduler")
         return copy.deepcopy(self.scheduler)
+
+    def _progress(self, progress: bool | Callable | None) -> Callable | None:
+        """A callable as given; True: diffusers' progress bar (``set_progress_bar_config``); else none."""
+        if callable(progress):
+            return progress
+        return (lambda steps: self.progress_bar(steps)) if progress else None
 
     def _step_callback(self, callback):
         """diffusers' ``callback_on_step_end(pipe, step, t, {"latents": z})`` as :func:`igr.sampling.sample`'s
@@ -493,13 +662,3 @@ def _format_masks(masks: list[np.ndarray], output_type: str) -> list:
     if output_type == "np":
         return list(masks)
     return [torch.from_numpy(m.astype(np.float32))[None] for m in masks]
-
-
-def _progress(progress: bool | Callable) -> Callable | None:
-    if callable(progress):
-        return progress
-    if progress:
-        from rich.progress import track
-
-        return lambda steps: track(steps, description="denoising", transient=True)
-    return None
