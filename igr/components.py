@@ -16,6 +16,7 @@ a submodule's name with the config value.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from diffusers.utils.hub_utils import _add_variant
 from safetensors.torch import save_file
 
+from igr.errors import IGRError, WeightsError
 from igr.models.denoiser import GarmDenoiser
 from igr.models.garmnet import GarmNet
 from igr.models.image_encoder import GarmentImageEncoder
@@ -36,11 +38,34 @@ from igr.models.unet import base_unet_config
 from igr.models.vae import FrozenVAE, build_vae, effective_config
 
 
+def load_error(exc: BaseException, where: str | Path) -> WeightsError:
+    """One line for a diffusers loading error, led by the file it names under ``where`` (else ``where``)."""
+    text = " ".join(str(exc).split()).split(" If you want to instead")[0]  # diffusers' advice is for training
+    found = re.findall(r"'([^']+)'", text)
+    named = next((f for f in found if f.startswith(str(where))), None)
+    if named:
+        text = text.replace(f" for '{named}' at '{named}'", "").replace(f" at '{named}'", "").replace(f"'{named}'", "it")
+    return WeightsError(f"{named or where}: cannot load ({exc.__class__.__name__}: {text[:300]})")
+
+
+class _Part:
+    """Loading errors as one line naming the part's folder or file (diffusers' own are pages long)."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except IGRError:
+            raise
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise load_error(exc, pretrained_model_name_or_path) from exc
+
+
 def _json(d: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps({k: v for k, v in dict(d).items() if not k.startswith("_")}))
 
 
-class GarmNetModel(GarmNet, ModelMixin, ConfigMixin):
+class GarmNetModel(_Part, GarmNet, ModelMixin, ConfigMixin):
     """GarmNet (the garment UNet, IDM-VTON's ``unet_encoder``): latent + mask channels in, self-attention features
     out."""
 
@@ -49,7 +74,7 @@ class GarmNetModel(GarmNet, ModelMixin, ConfigMixin):
         GarmNet.__init__(self, UNet2DConditionModel(**unet_config), timestep)
 
 
-class GarmDenoiserModel(GarmDenoiser, ModelMixin, ConfigMixin):
+class GarmDenoiserModel(_Part, GarmDenoiser, ModelMixin, ConfigMixin):
     """The denoising UNet with the IP-Adapter parts (image projection, K/V-ip) and the GarmFus processors."""
 
     @register_to_config
@@ -59,7 +84,7 @@ class GarmDenoiserModel(GarmDenoiser, ModelMixin, ConfigMixin):
     _no_split_modules = ["GarmDenoiserModel"]
 
 
-class FrozenVAEModel(FrozenVAE, ModelMixin, ConfigMixin):
+class FrozenVAEModel(_Part, FrozenVAE, ModelMixin, ConfigMixin):
     """The frozen autoencoder with the latent normalisation; ``encode``/``decode`` trigger accelerate's offload
     hook as diffusers' ``AutoencoderKL`` methods do."""
 
@@ -84,7 +109,7 @@ class FrozenVAEModel(FrozenVAE, ModelMixin, ConfigMixin):
         return FrozenVAE.decode(self, *args, **kwargs)
 
 
-class ImageEncoderModel(GarmentImageEncoder, ModelMixin, ConfigMixin):
+class ImageEncoderModel(_Part, GarmentImageEncoder, ModelMixin, ConfigMixin):
     """The frozen open_clip vision tower that embeds the garment crop for the IP-Adapter."""
 
     @register_to_config
@@ -92,7 +117,7 @@ class ImageEncoderModel(GarmentImageEncoder, ModelMixin, ConfigMixin):
         GarmentImageEncoder.__init__(self, encoder_config, clip_size)
 
 
-class CategoryPromptsModel(CategoryPrompts, ModelMixin, ConfigMixin):
+class CategoryPromptsModel(_Part, CategoryPrompts, ModelMixin, ConfigMixin):
     """The cached category-prompt embeddings (the text part: no text encoder at inference)."""
 
     @register_to_config

@@ -150,9 +150,10 @@ def load_pipeline(folder: str | Path, dtype: torch.dtype | None = None) -> tuple
         raise IGRError(f"{folder}: model folder not found")
     if not (folder / "model_index.json").is_file():
         return load_legacy_pipeline(folder, dtype)
-    from igr.pipeline import IGRPipeline
+    from igr.pipeline import IGRPipeline, quiet_loading
 
-    pipe = IGRPipeline.from_pretrained(folder, torch_dtype=dtype)
+    with quiet_loading():
+        pipe = IGRPipeline.from_pretrained(folder, torch_dtype=dtype)
     return pipe.model, pipe.sampling
 
 

@@ -31,12 +31,13 @@ large outputs tile by tile.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,7 @@ from igr.components import (
     GarmNetModel,
     ImageEncoderModel,
     components_of,
+    load_error,
 )
 from igr.config import DiffusionConfig, SamplingConfig, load_model_config, model_config_from_dict
 from igr.devices import DTYPES, resolve_device, resolve_dtype
@@ -116,6 +118,21 @@ def resolve_pretrained(
             f"{name}: not a local folder, and the Hugging Face Hub download failed ({exc.__class__.__name__}: "
             f"{detail})"
         ) from exc
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Within this block diffusers' progress bars are off (the CLI commands show their own; a bar on stderr before
+    a one-line error is noise)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    was_on = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            diffusers_logging.enable_progress_bar()
 
 
 def yaml_data_of(obj) -> dict:
@@ -244,12 +261,11 @@ class IGRPipeline(DiffusionPipeline):
         if (folder / "model_index.json").is_file():
             try:
                 kwargs.setdefault("use_safetensors", True)  # no pickles, unless the caller asks for .bin files
-                pipe = super().from_pretrained(str(folder), torch_dtype=dt, **kwargs)
+                pipe = super().from_pretrained(str(folder), dtype=dt, **kwargs)  # diffusers 0.42: torch_dtype is deprecated
+            except IGRError:
+                raise
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
-                if isinstance(exc, IGRError):
-                    raise
-                detail = " ".join(str(exc).split())[:300]
-                raise IGRError(f"{folder}: cannot load the pipeline ({exc.__class__.__name__}: {detail})") from exc
+                raise load_error(exc, folder) from exc
         elif (folder / "model.yaml").is_file():
             pipe = cls._from_legacy_folder(folder, dt, **kwargs)
         else:
