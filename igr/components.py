@@ -24,7 +24,7 @@ import torch
 from accelerate import init_empty_weights
 from diffusers import ConfigMixin, ModelMixin, SchedulerMixin, UNet2DConditionModel  # noqa: F401 (see above)
 from diffusers.configuration_utils import register_to_config
-from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from diffusers.utils.hub_utils import _add_variant
 from safetensors.torch import save_file
@@ -45,6 +45,7 @@ def load_error(exc: BaseException, where: str | Path) -> WeightsError:
     named = next((f for f in found if f.startswith(str(where))), None)
     if named:
         text = text.replace(f" for '{named}' at '{named}'", "").replace(f" at '{named}'", "").replace(f"'{named}'", "it")
+    text = text.replace(f" found in directory {where}.", "")
     return WeightsError(f"{named or where}: cannot load ({exc.__class__.__name__}: {text[:300]})")
 
 
@@ -88,13 +89,23 @@ class FrozenVAEModel(_Part, FrozenVAE, ModelMixin, ConfigMixin):
     """The frozen autoencoder with the latent normalisation; ``encode``/``decode`` trigger accelerate's offload
     hook as diffusers' ``AutoencoderKL`` methods do."""
 
-    def save_pretrained(self, save_directory, *args, variant: str | None = None, **kwargs) -> None:
+    def save_pretrained(
+        self, save_directory, safe_serialization: bool = True, variant: str | None = None, max_shard_size="10GB",
+        **kwargs,
+    ) -> None:  # the keywords by name: DiffusionPipeline passes only those the signature lists
         """diffusers writes no weights file for a model without tensors (the exact pixel-unshuffle autoencoder is
         all config), and then cannot load the folder: write an empty one."""
-        super().save_pretrained(save_directory, *args, variant=variant, **kwargs)
-        weights = Path(save_directory) / _add_variant(SAFETENSORS_WEIGHTS_NAME, variant)
-        if not self.state_dict() and kwargs.get("safe_serialization", True) and not weights.exists():
-            save_file({}, str(weights), metadata={"format": "pt"})
+        super().save_pretrained(
+            save_directory, safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size,
+            **kwargs,
+        )
+        safe = safe_serialization
+        weights = Path(save_directory) / _add_variant(SAFETENSORS_WEIGHTS_NAME if safe else WEIGHTS_NAME, variant)
+        if not self.state_dict() and not weights.exists():
+            if safe:
+                save_file({}, str(weights), metadata={"format": "pt"})
+            else:
+                torch.save({}, weights)
 
     @register_to_config
     def __init__(self, vae_config: dict) -> None:

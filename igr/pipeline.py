@@ -24,9 +24,17 @@ does), or a list with one per image, which makes each image's result independent
 Generators may live on the CPU whatever the device (the noise is drawn there and moved), so a seed gives the
 same starting noise on CPU, CUDA and MPS.
 
-Low memory: :meth:`IGRPipeline.enable_model_cpu_offload` keeps the parts that run once per image (VAE, CLIP image
-encoder, GarmNet) on the CPU and moves each to the GPU only for its one use; :meth:`enable_vae_tiling` decodes
-large outputs tile by tile.
+``IGRPipeline`` is a ``diffusers.DiffusionPipeline``: its modules (GarmNet, the denoiser with the IP-Adapter, the
+VAE, the CLIP image encoder, the cached prompt embeddings, the scheduler; optionally a clothes parser) are
+registered, ``save_pretrained`` writes ``model_index.json`` and one folder per module, and
+``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` returns an ``IGRPipeline`` (the folder's
+``igr_pipeline.py`` is one import line; ``IGRPipeline.from_pretrained`` never runs it). ``components``, ``config``,
+``progress_bar``/``set_progress_bar_config``, ``push_to_hub`` and the loading keywords (``variant``,
+``use_safetensors``, ``low_cpu_mem_usage``, ``scheduler``) are diffusers'.
+
+Low memory: ``enable_model_cpu_offload()`` / ``enable_sequential_cpu_offload()`` are diffusers' own, through
+accelerate's hooks (they need an accelerator); :meth:`enable_vae_tiling` decodes large outputs tile by tile.
+``enable_attention_slicing`` is a no-op with a warning: it would replace IGR's attention processors.
 """
 
 from __future__ import annotations

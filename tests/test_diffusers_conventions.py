@@ -98,6 +98,13 @@ def test_components_config_and_standard_loading_keywords(pipe, tiny_pipeline_dir
     with pytest.raises(IGRError, match=r"saved: cannot load \(ValueError: .*`variant=fp16`, but no such"):
         IGRPipeline.from_pretrained(tmp_path / "saved", variant="fp16")
 
+    # pickled .bin weights: written on request, read only on request (diffusers itself would fall back to them)
+    pipe.save_pretrained(tmp_path / "bin", safe_serialization=False)
+    assert (tmp_path / "bin" / "denoiser" / "diffusion_pytorch_model.bin").is_file()
+    with pytest.raises(IGRError, match=r"no file named diffusion_pytorch_model.safetensors"):
+        IGRPipeline.from_pretrained(tmp_path / "bin")
+    assert IGRPipeline.from_pretrained(tmp_path / "bin", use_safetensors=False).dtype == torch.float32
+
 
 def test_call_keywords(pipe):
     """Catches: num_images_per_prompt, eta, height/width or return_dict ignored or raising TypeError, a wrong size
@@ -206,3 +213,20 @@ def test_old_folders_load_and_upgrade(tiny_model, tmp_path, capsys):
     capsys.readouterr()
     assert main(["export", "--upgrade", str(tmp_path / "new"), "--out", str(tmp_path / "again")]) == 2
     assert "already in the diffusers layout" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_model_and_sequential_offload_keep_the_image(tiny_pipeline_dir):
+    """On a GPU: accelerate's hooks (through diffusers) move each part in for its use — the VAE's encode/decode
+    included (apply_forward_hook) — and the image stays the plain path's. Tolerance: the same kernels on the same
+    device, only the parts' placement differs; 1e-5 on [0,1] images allows for cuBLAS choosing other algorithms."""
+    pipe = IGRPipeline.from_pretrained(tiny_pipeline_dir).to("cuda")
+    pipe.set_progress_bar_config(disable=True)
+    plain = _run(pipe, generator=_seed(0))
+    for enable in (pipe.enable_model_cpu_offload, pipe.enable_sequential_cpu_offload):
+        pipe = IGRPipeline.from_pretrained(tiny_pipeline_dir)
+        pipe.set_progress_bar_config(disable=True)
+        enable()
+        torch.testing.assert_close(_run(pipe, generator=_seed(0)), plain, atol=1e-5, rtol=0)
+        assert pipe._execution_device.type == "cuda"
