@@ -83,6 +83,7 @@ SHIM_SOURCE = (
 )
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CALLBACK_TENSORS = ("latents",)
+MODEL_PARTS = ("garmnet", "denoiser", "vae", "image_encoder", "prompts")  # modules shared with pipe.model
 
 
 @dataclass
@@ -215,6 +216,13 @@ class IGRPipeline(DiffusionPipeline):
             diffusion,
         ).eval().requires_grad_(False)  # fmt: skip
         self._vae_tiling = False
+
+    def __setattr__(self, name: str, value) -> None:
+        """diffusers' registration, and ``pipe.model`` kept made of the same modules (``pipe.denoiser = ...``)."""
+        super().__setattr__(name, value)
+        if name in MODEL_PARTS and "model" in self.__dict__:
+            setattr(self.model, name, value)
+            self.model.clear_unconditional_cache()
 
     @classmethod
     def from_model(

@@ -81,6 +81,14 @@ def test_components_config_and_standard_loading_keywords(pipe, tiny_pipeline_dir
     assert pipe.config["sampling_config"]["steps"] == 25 and pipe.config["model_config"]["resolution"] == [64, 48]
     ref = _run(pipe, generator=_seed(0))
 
+    other = IGRPipeline.from_pretrained(tiny_pipeline_dir)
+    with torch.no_grad():
+        other.denoiser.unet.conv_out.weight.mul_(3)
+    pipe.denoiser = other.denoiser  # a module swapped in is the one that runs
+    assert pipe.model.denoiser is other.denoiser and pipe.config["denoiser"] == ("igr.components", "GarmDenoiserModel")
+    torch.testing.assert_close(_run(pipe, generator=_seed(0)), _run(other, generator=_seed(0)), atol=0, rtol=0)
+    assert (_run(pipe, generator=_seed(0)) - ref).abs().max() > 1e-3
+
     euler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     swapped = IGRPipeline.from_pretrained(tiny_pipeline_dir, scheduler=euler)
     assert swapped.scheduler is euler
