@@ -210,9 +210,11 @@ def test_outputs_get_umask_permissions_and_others_can_read_them(pipe, shared_dir
     finally:
         os.umask(old)
     capsys.readouterr()
-    files = [out, *exported.iterdir(), *(shared_dir / "shards").iterdir()]
+    parts = [p for p in exported.rglob("*") if p.is_file()]  # the pipeline folder has one folder per module
+    files = [out, *parts, *(shared_dir / "shards").iterdir()]
     assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {"0o644"}
-    assert oct(stat.S_IMODE(exported.stat().st_mode)) == "0o755"
+    folders = [exported, *(p for p in exported.rglob("*") if p.is_dir())]
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in folders} == {"0o755"}
     proc = _as_nobody("cat", *map(str, files))
     assert proc.returncode == 0, proc.stderr
 
