@@ -401,8 +401,10 @@ def _check_files(*, models, shards, unpaired_shards, real, train_shards, classif
         if spec:
             resolve_shards(spec)
     for _, folder in models:
-        if not (Path(folder) / "model.yaml").is_file():
-            raise IGRError(f"{folder}: not a pipeline folder (no model.yaml; create one with `igr export`)")
+        from igr.export import is_pipeline_folder
+
+        if not is_pipeline_folder(folder):
+            raise IGRError(f"{folder}: not a pipeline folder (no model_index.json; create one with `igr export`)")
     if classifier and not Path(classifier).is_file():
         raise IGRError(f"{classifier}: tiny-world classifier not found")
 

@@ -22,6 +22,16 @@ def load_trainable_weights(model: IGRModel, source: str | Path) -> None:
     """Copy GarmNet/denoiser(+adapter) weights from a Lightning checkpoint or a pipeline folder into ``model``.
     Every key and shape is checked (:func:`load_into`); weights of another parameterisation are refused."""
     path = Path(source)
+    if path.is_dir() and (path / "model_index.json").is_file():  # the diffusers layout (igr export)
+        from igr.export import load_pipeline
+
+        loaded, _ = load_pipeline(path)
+        check_parameterisation(model, dataclasses.asdict(loaded.diffusion), path)
+        for name in TRAINABLE:
+            module = getattr(model, name)
+            if module is not None:
+                load_into(module, getattr(loaded, name).state_dict(), path / name)
+        return
     if path.is_dir() and (path / "model.yaml").is_file():
         doc = read_pipeline_config(path)  # broken YAML: one line naming the file
         check_parameterisation(model, doc.get("diffusion"), path)

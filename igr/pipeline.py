@@ -24,19 +24,25 @@ does), or a list with one per image, which makes each image's result independent
 Generators may live on the CPU whatever the device (the noise is drawn there and moved), so a seed gives the
 same starting noise on CPU, CUDA and MPS.
 
-Low memory: :meth:`IGRPipeline.enable_model_cpu_offload` keeps the parts that run once per image (VAE, CLIP image
-encoder, GarmNet) on the CPU and moves each to the GPU only for its one use; :meth:`enable_vae_tiling` decodes
-large outputs tile by tile.
+``IGRPipeline`` is a ``diffusers.DiffusionPipeline``: its modules (GarmNet, the denoiser with the IP-Adapter, the
+VAE, the CLIP image encoder, the cached prompt embeddings, the scheduler; optionally a clothes parser) are
+registered, ``save_pretrained`` writes ``model_index.json`` and one folder per module, and
+``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` returns an ``IGRPipeline`` (the folder's
+``igr_pipeline.py`` is one import line; ``IGRPipeline.from_pretrained`` never runs it). ``components``, ``config``,
+``progress_bar``/``set_progress_bar_config``, ``push_to_hub`` and the loading keywords (``variant``,
+``use_safetensors``, ``low_cpu_mem_usage``, ``scheduler``) are diffusers'.
+
+Low memory: ``enable_model_cpu_offload()`` / ``enable_sequential_cpu_offload()`` are diffusers' own, through
+accelerate's hooks (they need an accelerator); :meth:`enable_vae_tiling` decodes large outputs tile by tile.
+``enable_attention_slicing`` is a no-op with a warning: it would replace IGR's attention processors.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-import re
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,16 +52,18 @@ from diffusers.utils import BaseOutput
 from PIL import Image
 
 from igr import restore_io
-from igr.config import SamplingConfig, load_model_config
-from igr.devices import resolve_device, resolve_dtype
+from igr.config import load_model_config
+from igr.devices import resolve_device, resolve_dtype  # noqa: F401 (igr.pipeline's public names, as before)
 from igr.errors import IGRError
-from igr.export import load_pipeline
-from igr.models import IGRModel, build_model
+from igr.export import (  # noqa: F401 (the folder format and its loading helpers, re-exported)
+    HUB_FILES,
+    IGRPipelineBase,
+    quiet_loading,
+    resolve_pretrained,
+)
+from igr.models import build_model
 from igr.models.image_encoder import garment_crop
-from igr.sampling import inference_scheduler
 
-HUB_FILES = ["model.yaml", "*.safetensors", "README.md", "LICENSE*"]
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CALLBACK_TENSORS = ("latents",)
 
 
@@ -70,98 +78,20 @@ class IGRPipelineOutput(BaseOutput):
     masks: list | None = None
 
 
-# --------------------------------------------------------------------------- loading
-
-
-def resolve_pretrained(
-    name: str | Path,
-    revision: str | None = None,
-    cache_dir: str | Path | None = None,
-    local_files_only: bool | None = None,
-    token: str | bool | None = None,
-) -> Path:
-    """A local pipeline folder as is; otherwise an ``org/name`` Hub id, fetched (or found in the HF cache, e.g.
-    with ``HF_HUB_OFFLINE=1``) by ``huggingface_hub.snapshot_download``."""
-    path = Path(name)
-    if path.exists() or not _HUB_ID.match(str(name)):
-        return path
-    from huggingface_hub import snapshot_download
-
-    kwargs = dict(revision=revision, cache_dir=cache_dir, token=token, allow_patterns=HUB_FILES)
-    if local_files_only is not None:
-        kwargs["local_files_only"] = local_files_only
-    try:
-        return Path(snapshot_download(str(name), **kwargs))
-    except (
-        Exception
-    ) as exc:  # offline and not cached, unknown repo, auth: one line, not a page of HTTP detail
-        detail = " ".join(str(exc).split())[:200]
-        raise IGRError(
-            f"{name}: not a local folder, and the Hugging Face Hub download failed ({exc.__class__.__name__}: "
-            f"{detail})"
-        ) from exc
-
-
 # --------------------------------------------------------------------------- the pipeline
 
 
-class IGRPipeline:
-    """A loaded IGR model, its scheduler and sampling defaults, and optionally a clothes parser for masks."""
+class IGRPipeline(IGRPipelineBase):
+    """A loaded IGR model as a diffusers pipeline: GarmNet, the denoiser (with the IP-Adapter), the VAE, the CLIP
+    image encoder, the cached prompt embeddings and the scheduler are its registered modules (GarmNet sits beside
+    the denoiser as IDM-VTON's ``unet_encoder`` does); a clothes parser for automatic masks is optional.
 
-    def __init__(
-        self,
-        model: IGRModel,
-        sampling: SamplingConfig | None = None,
-        scheduler=None,
-        parser=None,
-    ) -> None:
-        self.model = model.eval().requires_grad_(False)
-        self.sampling = sampling or SamplingConfig()
-        self.scheduler = scheduler or inference_scheduler(model.diffusion, self.sampling.sampler)
-        self.parser = parser
-        self._offload_device: torch.device | None = None  # the execution device while offloading
-        self._vae_tiling = False
+    Build one with :meth:`from_pretrained` (a folder or Hub id), :meth:`from_config` (a model YAML and weights) or
+    :meth:`from_model` (an :class:`IGRModel` in memory). ``pipe.model`` is the :class:`IGRModel` made of the same
+    modules (one restoration loop, shared with training and evaluation); ``pipe.sampling`` the default steps,
+    guidance and eta."""
 
-    # --- loading ------------------------------------------------------------------------------------------
-    @classmethod
-    def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | Path,
-        torch_dtype: torch.dtype | str | None = None,
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = None,
-        revision: str | None = None,
-        cache_dir: str | Path | None = None,
-        local_files_only: bool | None = None,
-        token: str | bool | None = None,
-        parser: str | Path | None = None,
-    ) -> IGRPipeline:
-        """Load a pipeline folder (what ``igr export`` and :meth:`save_pretrained` write) or a Hub id
-        (``org/name``; ``revision``, ``cache_dir``, ``local_files_only`` and ``token`` go to
-        ``huggingface_hub.snapshot_download``). ``torch_dtype`` (``dtype`` is an alias) casts while loading;
-        ``device`` moves the result; ``parser`` loads a clothes parser for automatic masks."""
-        folder = resolve_pretrained(
-            pretrained_model_name_or_path, revision, cache_dir, local_files_only, token
-        )
-        want = torch_dtype if torch_dtype is not None else dtype
-        dev = None if device is None else resolve_device(device)
-        dt = None if want is None else resolve_dtype(want, dev or torch.device("cpu"))
-        model, sampling = load_pipeline(folder, dt)
-        pipe = cls(model, sampling)
-        if parser is not None:
-            pipe.load_parser(parser)
-        return pipe.to(dev, dt)
-
-    def save_pretrained(
-        self, save_directory: str | Path, overwrite: bool = False, card: dict | None = None
-    ) -> Path:
-        """Write a pipeline folder (safetensors + ``model.yaml`` + a model card) that :meth:`from_pretrained`
-        loads and the Hub can host. ``card``: extra facts for the model card (see :mod:`igr.model_card`)."""
-        from igr.export import export_pipeline
-
-        return export_pipeline(
-            self.model, save_directory, sampling=self.sampling, overwrite=overwrite, card=card
-        )
+    _callback_tensor_inputs = list(CALLBACK_TENSORS)
 
     @classmethod
     def from_config(
@@ -173,7 +103,8 @@ class IGRPipeline:
     ) -> IGRPipeline:
         """Build from a model YAML (e.g. ``configs/model/sd15.yaml`` with local weight paths) and load the
         trained GarmNet/denoiser/adapter weights from ``weights``: a Lightning ``.ckpt`` or a pipeline folder.
-        Without ``weights`` the trainable parts keep their initialisation (SD1.5, or random for the tiny config)."""
+        Without ``weights`` the trainable parts keep their initialisation (SD1.5, or random for the tiny config).
+        (diffusers' ``ConfigMixin.from_config`` builds from a config dict; a pipeline has none to build from.)"""
         from igr.init_weights import load_trainable_weights
 
         model = build_model(load_model_config(config))
@@ -181,7 +112,7 @@ class IGRPipeline:
             if not Path(weights).exists():
                 raise IGRError(f"{weights}: weights not found (expected a .ckpt file or a pipeline folder)")
             load_trainable_weights(model, str(weights))
-        return cls(model).to(device, dtype)
+        return cls.from_model(model).to(device, dtype)
 
     def load_parser(self, path: str | Path, dilation: int = 0) -> IGRPipeline:
         """Load a clothes-parsing SegFormer (``igr download-weights --what parser``) for automatic masks."""
@@ -191,40 +122,7 @@ class IGRPipeline:
             raise IGRError(
                 f"{path}: garment parser not found (fetch it with `igr download-weights --what parser`)"
             )
-        self.parser = ClothesParser.from_pretrained(path, dilation=dilation).to(self.device)
-        return self
-
-    # --- placement ----------------------------------------------------------------------------------------
-    def to(
-        self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None
-    ) -> IGRPipeline:
-        """Move to ``device`` (``auto``: CUDA, else MPS, else CPU) in ``dtype``; ``None`` keeps the current one.
-        As in diffusers, ``pipe.to(torch.float16)`` changes only the dtype. Moving ends CPU offloading."""
-        if isinstance(device, torch.dtype):
-            device, dtype = None, device
-        dev = self.device if device is None else resolve_device(device)
-        dt = self.dtype if dtype is None else resolve_dtype(dtype, dev)
-        self._offload_device = None
-        self.model.to(device=dev, dtype=dt)
-        if self.parser is not None:
-            self.parser.to(dev)
-        return self
-
-    def enable_model_cpu_offload(self, device: str | torch.device = "auto") -> IGRPipeline:
-        """Keep the VAE, CLIP image encoder and GarmNet on the CPU and move each to ``device`` only for its single
-        use per call (encode, GarmNet once, decode); the denoiser, which runs every step, stays on ``device``.
-        Peak GPU memory drops by the size of those parts; the images are the same."""
-        dev = resolve_device(device)
-        self.model.to("cpu")
-        self.model.denoiser.to(dev)
-        self._offload_device = dev
-        return self
-
-    def disable_model_cpu_offload(self) -> IGRPipeline:
-        dev = self._offload_device
-        self._offload_device = None
-        if dev is not None:
-            self.model.to(dev)
+        self.parser = ClothesParser.from_pretrained(path, dilation=dilation).to(self._execution_device)
         return self
 
     def enable_vae_tiling(self, tile_size: int | None = None, overlap: float = 0.25) -> IGRPipeline:
@@ -232,13 +130,13 @@ class IGRPipeline:
         tile with blended overlaps (diffusers' ``AutoencoderKL`` tiling): the decoder's memory grows with the tile,
         not the image. Only the decode is tiled: a tiled encode would change the person latent GarmNet sees.
         Tiles see only their neighbourhood, so pixels differ slightly from the plain decode."""
-        vae = self.model.vae.vae
-        step = 8 * self.model.vae.factor  # diffusers' blending needs whole latent blocks per tile and overlap
+        vae = self.vae.vae
+        step = 8 * self.vae.factor  # diffusers' blending needs whole latent blocks per tile and overlap
         if tile_size is not None and (tile_size < step or tile_size % step):
-            raise IGRError(f"VAE tile size {tile_size}: must be a positive multiple of {step} pixels")
+            raise IGRError(f"tile_size={tile_size}: must be a positive multiple of {step} pixels")
         if tile_size is not None:
             vae.tile_sample_min_size = int(tile_size)
-            vae.tile_latent_min_size = int(tile_size) // self.model.vae.factor
+            vae.tile_latent_min_size = int(tile_size) // self.vae.factor
         vae.tile_overlap_factor = overlap
         self._vae_tiling = True
         return self
@@ -247,45 +145,26 @@ class IGRPipeline:
         self._vae_tiling = False
         return self
 
+    def enable_attention_slicing(self, slice_size: str | int | None = "auto") -> None:
+        """A no-op with a warning: diffusers' slicing replaces every attention processor with a sliced one, which
+        would drop the GarmFus processors (GarmNet's feature writers and the denoiser's fused self-attention) and
+        the IP-Adapter's. Memory: :meth:`enable_model_cpu_offload` or :meth:`enable_vae_tiling`."""
+        warnings.warn(
+            "enable_attention_slicing: not applied; it would replace IGR's GarmFus and IP-Adapter attention "
+            "processors (use enable_model_cpu_offload or enable_vae_tiling to save memory)",
+            stacklevel=2,
+        )
+
+    def disable_attention_slicing(self) -> None:
+        pass
+
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
-        vae = self.model.vae.vae
+        vae = self.vae.vae
         vae.use_tiling = self._vae_tiling
         try:
             return self.model.decode_images(z)
         finally:
             vae.use_tiling = False
-
-    @property
-    def device(self) -> torch.device:
-        """Where the model runs (with CPU offload: the device parts are moved to for their use)."""
-        return self._offload_device or next(self.model.denoiser.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.denoiser.parameters()).dtype
-
-    @property
-    def resolution(self) -> tuple[int, int]:
-        """(H, W) the model restores at: inputs are resized to it and outputs have it."""
-        return tuple(self.model.config.resolution)
-
-    @contextlib.contextmanager
-    def _placed(self, *modules: torch.nn.Module | None) -> Iterator[None]:
-        """With CPU offload: ``modules`` on the execution device for the block, back on the CPU after it."""
-        parts = [m for m in modules if m is not None]
-        if self._offload_device is None or not parts:
-            yield
-            return
-        for m in parts:
-            m.to(self._offload_device)
-        try:
-            yield
-        finally:
-            for m in parts:
-                m.to("cpu")
-            if self._offload_device.type == "cuda":
-                torch.cuda.empty_cache()
-
     # --- inputs -------------------------------------------------------------------------------------------
     def prepare(
         self,
@@ -332,6 +211,10 @@ class IGRPipeline:
         category: str | Sequence[str] = "upper",
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
+        num_images_per_prompt: int = 1,
+        eta: float | None = None,
+        height: int | None = None,
+        width: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
@@ -340,15 +223,20 @@ class IGRPipeline:
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         mask_threshold: int = 127,
         resize_mask: bool = False,
-        progress: bool | Callable = False,
+        progress: bool | Callable | None = None,
     ) -> IGRPipelineOutput | tuple:
         """Restore garments from one person (PIL image, HxWxC array, (3,H,W) tensor) or a list / (B,3,H,W) batch.
 
         ``mask=None`` makes each mask with the clothes parser (:meth:`load_parser`) and returns them in
-        ``.masks``. ``num_inference_steps``/``guidance_scale`` default to the folder's sampling settings (25 steps,
-        guidance 1.5 as in the paper); ``latents`` gives z_T (B,C,h,w) instead of drawing it from ``generator``.
-        ``callback_on_step_end(pipe, step, t, {"latents": z})`` runs after each step and may return a dict with
-        replacement ``latents``. With ``return_dict=False`` the result is ``(images,)`` or ``(images, masks)``."""
+        ``.masks``. ``num_inference_steps``/``guidance_scale``/``eta`` default to the folder's sampling settings
+        (25 steps, guidance 1.5 as in the paper, eta 0; eta is DDIM's noise, ignored by schedulers without it);
+        ``num_images_per_prompt`` restores each person that many times (images ``i*n .. i*n+n-1`` are person
+        ``i``'s; one generator per image, or one for all). ``height``/``width`` are the model's resolution (inputs
+        of any size are resized to it): other values are refused. ``latents`` gives z_T (B*n,C,h,w) instead of
+        drawing it from ``generator``. ``callback_on_step_end(pipe, step, t, {"latents": z})`` runs after each
+        step and may return a dict with replacement ``latents``. ``progress``: the diffusers progress bar by default
+        (``set_progress_bar_config(disable=True)`` hides it), ``False`` for none, or a callable wrapping the steps.
+        With ``return_dict=False`` the result is ``(images,)`` or ``(images, masks)``."""
         if output_type not in ("pil", "np", "pt", "latent"):
             raise IGRError(f"output_type '{output_type}': expected pil, np, pt or latent")
         self._check_sampling_args(num_inference_steps, guidance_scale)  # before any parsing or model work
@@ -357,6 +245,16 @@ class IGRPipeline:
             raise IGRError(
                 f"callback_on_step_end_tensor_inputs {bad}: only {list(CALLBACK_TENSORS)} are passed"
             )
+        h, w = self.resolution
+        if (height is not None and height != h) or (width is not None and width != w):
+            raise IGRError(
+                f"height={height}, width={width}: this model restores at height={h}, width={w} (photos of any size "
+                "are resized to it; leave height and width unset)"
+            )
+        if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) or (
+            num_images_per_prompt < 1
+        ):
+            raise IGRError(f"num_images_per_prompt={num_images_per_prompt!r}: must be a whole number, at least 1")
         people, _ = _as_list(person)
         categories = [category] * len(people) if isinstance(category, str) else list(category)
         if len(categories) != len(people):
@@ -374,20 +272,22 @@ class IGRPipeline:
             self.prepare(p, m, mask_threshold, resize_mask, name=f"image {i}")
             for i, (p, m) in enumerate(zip(people, masks))
         ]
+        n = num_images_per_prompt
         out = self.generate(
-            torch.stack([p for p, _ in prepared]),
-            torch.stack([m for _, m in prepared]),
-            categories,
+            torch.stack([p for p, _ in prepared]).repeat_interleave(n, 0),
+            torch.stack([m for _, m in prepared]).repeat_interleave(n, 0),
+            [c for c in categories for _ in range(n)],
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
             generator=generator,
             latents=latents,
-            progress=progress,
+            progress=True if progress is None else progress,  # diffusers shows its bar by default
             callback_on_step_end=callback_on_step_end,
             output_type="latent" if output_type == "latent" else "pt",
+            eta=eta,
         )
         images = _format_images(out, output_type)
-        mask_out = _format_masks(masks, output_type) if auto else None
+        mask_out = _format_masks([m for m in masks for _ in range(n)], output_type) if auto else None
         if not return_dict:
             return (images,) if mask_out is None else (images, mask_out)
         return IGRPipelineOutput(images=images, masks=mask_out)
@@ -402,9 +302,10 @@ class IGRPipeline:
         guidance_scale: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
-        progress: bool | Callable = False,
+        progress: bool | Callable | None = None,
         callback_on_step_end: Callable | None = None,
         output_type: str = "pt",
+        eta: float | None = None,
     ) -> torch.Tensor:
         """Prepared inputs (B,3,H,W) in [-1,1] and (B,1,H,W) in {0,1} → garments (B,3,H,W) in [0,1], float32 CPU
         (``output_type="latent"``: the (B,C,h,w) latents z_0 instead).
@@ -416,29 +317,30 @@ class IGRPipeline:
         b = person.shape[0]
         if isinstance(generator, list) and len(generator) != b:
             raise IGRError(f"got {len(generator)} generators for {b} images")
-        device = self.device
+        device = self._execution_device
         person, mask = person.to(device, torch.float32), mask.to(device, torch.float32)
-        # The model's restoration loop, with this pipeline's scheduler, callback and CPU offload.
-        z = model.restore(
-            person,
-            mask,
-            list(categories),
-            num_inference_steps=steps,
-            guidance_scale=scale,
-            generator=generator,
-            eta=self.sampling.eta,
-            progress=_progress(progress),
-            latents=latents,
-            return_latents=True,
-            scheduler=self._fresh_scheduler(),
-            callback=self._step_callback(callback_on_step_end),
-            placed=self._placed,
-        )
-        if output_type == "latent":
-            return z.float().cpu()
-        with self._placed(model.vae):
-            images = self._decode(z)
-        return images.cpu()
+        try:
+            # The model's restoration loop, with this pipeline's scheduler and callback; with CPU offload,
+            # accelerate's hooks move each part to the device when it runs.
+            z = model.restore(
+                person,
+                mask,
+                list(categories),
+                num_inference_steps=int(steps),
+                guidance_scale=scale,
+                generator=generator,
+                eta=float(self.sampling.eta if eta is None else eta),
+                progress=self._progress(progress),
+                latents=latents,
+                return_latents=True,
+                scheduler=self._fresh_scheduler(),
+                callback=self._step_callback(callback_on_step_end),
+            )
+            if output_type == "latent":
+                return z.float().cpu()
+            return self._decode(z).cpu()
+        finally:
+            self.maybe_free_model_hooks()
 
     def _check_sampling_args(self, num_inference_steps, guidance_scale) -> tuple[int, float]:
         """(steps, guidance scale) with the folder's defaults for None; out-of-range steps and a non-finite
@@ -477,6 +379,12 @@ class IGRPipeline:
             raise IGRError(f"{type(self.scheduler).__name__}: not a diffusers scheduler")
         return copy.deepcopy(self.scheduler)
 
+    def _progress(self, progress: bool | Callable | None) -> Callable | None:
+        """A callable as given; True: diffusers' progress bar (``set_progress_bar_config``); else none."""
+        if callable(progress):
+            return progress
+        return (lambda steps: self.progress_bar(steps)) if progress else None
+
     def _step_callback(self, callback):
         """diffusers' ``callback_on_step_end(pipe, step, t, {"latents": z})`` as :func:`igr.sampling.sample`'s
         ``callback(i, t, z)``: a returned dict may replace the latents."""
@@ -511,13 +419,3 @@ def _format_masks(masks: list[np.ndarray], output_type: str) -> list:
     if output_type == "np":
         return list(masks)
     return [torch.from_numpy(m.astype(np.float32))[None] for m in masks]
-
-
-def _progress(progress: bool | Callable) -> Callable | None:
-    if callable(progress):
-        return progress
-    if progress:
-        from rich.progress import track
-
-        return lambda steps: track(steps, description="denoising", transient=True)
-    return None

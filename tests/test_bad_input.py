@@ -67,12 +67,12 @@ def test_broken_yaml_config_is_one_line(tmp_path, capsys):
     )
 
 
-def test_broken_pipeline_model_yaml_is_one_line(pipe, tmp_path, capsys):
-    """Catches a broken model.yaml in a pipeline folder giving a traceback, in restore and in fit's init_from."""
+def test_broken_pipeline_model_index_is_one_line(pipe, tmp_path, capsys):
+    """Catches a broken model_index.json in a pipeline folder giving a traceback, in restore and in fit's
+    init_from."""
     bad = shutil.copytree(pipe, tmp_path / "pipe")
-    (bad / "model.yaml").write_text(BROKEN_YAML)
-    want = (f"error: {bad / 'model.yaml'}: not a readable YAML file (did not find expected ',' or "
-            "'}' at line 3, column 8)")
+    (bad / "model_index.json").write_text(BROKEN_YAML)
+    want = f"error: {bad / 'model_index.json'}: cannot load (OSError: It looks like the config file is not a valid JSON file.)"
     person, mask = tmp_path / "p.png", tmp_path / "m.png"
     Image.fromarray(np.full((64, 48, 3), 90, np.uint8)).save(person)
     m = np.zeros((64, 48), np.uint8)
@@ -210,9 +210,11 @@ def test_outputs_get_umask_permissions_and_others_can_read_them(pipe, shared_dir
     finally:
         os.umask(old)
     capsys.readouterr()
-    files = [out, *exported.iterdir(), *(shared_dir / "shards").iterdir()]
+    parts = [p for p in exported.rglob("*") if p.is_file()]  # the pipeline folder has one folder per module
+    files = [out, *parts, *(shared_dir / "shards").iterdir()]
     assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {"0o644"}
-    assert oct(stat.S_IMODE(exported.stat().st_mode)) == "0o755"
+    folders = [exported, *(p for p in exported.rglob("*") if p.is_dir())]
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in folders} == {"0o755"}
     proc = _as_nobody("cat", *map(str, files))
     assert proc.returncode == 0, proc.stderr
 

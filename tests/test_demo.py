@@ -150,7 +150,7 @@ def test_demo_quick_profile_runs_every_stage(tmp_path, monkeypatch):
     assert rows["masked-crop baseline"]["fid"].startswith("n/a")  # no Inception weights here: said, not faked
     assert set(summary["goals"]) >= {"SSIM above the masked-crop baseline", "colour family right ≥ 70 %"}
     assert summary["table2"] == {} and "Table 2 beside" not in text  # no ablation rows, nothing to set beside
-    assert (out / "pipeline" / "model.yaml").is_file() and (out / "eval" / "samples.png").is_file()
+    assert (out / "pipeline" / "model_index.json").is_file() and (out / "eval" / "samples.png").is_file()
 
 
 def test_side_by_side_stages_are_all_waited_for_and_a_failure_names_its_stage(tmp_path):

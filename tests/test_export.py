@@ -7,7 +7,7 @@ import torch
 from tolerance import assert_close_f32
 
 from igr.errors import IGRError, WeightsError
-from igr.export import export_pipeline, load_pipeline
+from igr.export import export_pipeline, load_pipeline, write_legacy_pipeline
 from igr.models import adapter
 
 
@@ -25,13 +25,16 @@ def test_export_then_load_gives_identical_outputs(tiny_model, batch, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [
         ".igr-output",  # igr.atomic's marker: what --overwrite may replace
         "README.md",  # the model card (igr.model_card)
-        "denoiser.safetensors",
-        "garmnet.safetensors",
-        "image_encoder.safetensors",
-        "model.yaml",
-        "prompts.safetensors",
-        "vae.safetensors",
+        "denoiser",
+        "garmnet",
+        "igr_pipeline.py",  # the class shim DiffusionPipeline.from_pretrained(trust_remote_code=True) imports
+        "image_encoder",
+        "model_index.json",
+        "prompts",
+        "scheduler",
+        "vae",
     ]
+    assert sorted(p.name for p in (out / "denoiser").iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
     loaded, sampling = load_pipeline(out)
     assert sampling.steps == 25 and sampling.guidance_scale == 1.5
     for m in (tiny_model, loaded):
@@ -50,13 +53,19 @@ def test_export_refuses_to_overwrite(tiny_model, tmp_path):
 
 
 def test_load_rejects_incomplete_or_mismatched_folders(tiny_model, tmp_path):
-    out = export_pipeline(tiny_model, tmp_path / "pipe")
+    out = export_pipeline(tiny_model, tmp_path / "new")
+    (out / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(IGRError, match=r"new/vae: cannot load \(OSError: Error no file named diffusion_pytorch_model\.safetensors\)$") as info:
+        load_pipeline(out)
+    assert "\n" not in str(info.value)
+    # the older format (model.yaml + one .safetensors per part)
+    out = write_legacy_pipeline(tiny_model, tmp_path / "pipe")
     with pytest.raises(IGRError, match="not a pipeline folder"):
         load_pipeline(tmp_path)
     (out / "vae.safetensors").unlink()
     with pytest.raises(WeightsError, match=r"vae\.safetensors: missing"):
         load_pipeline(out)
-    out2 = export_pipeline(tiny_model, tmp_path / "pipe2")
+    out2 = write_legacy_pipeline(tiny_model, tmp_path / "pipe2")
     from safetensors.torch import load_file, save_file
 
     state = load_file(str(out2 / "denoiser.safetensors"))

@@ -60,7 +60,7 @@ def test_hub_id_loads_offline_from_the_cache_without_lightning(tiny_model, tmp_p
     on the load-and-run path (igr.system, igr.train)."""
     from igr.pipeline import IGRPipeline
 
-    local = IGRPipeline(tiny_model).save_pretrained(tmp_path / "pipe")
+    local = IGRPipeline.from_model(tiny_model).save_pretrained(tmp_path / "pipe")
     cache = _hub_cache(tmp_path / "hf" / "hub", local)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), HF_HUB_CACHE=str(cache),
@@ -82,7 +82,7 @@ def test_hub_id_loads_offline_from_the_cache_without_lightning(tiny_model, tmp_p
     person = (np.random.default_rng(0).random((80, 60, 3)) * 255).astype(np.uint8)
     mask = np.zeros((80, 60), np.uint8)
     mask[20:60, 10:50] = 1
-    expect = IGRPipeline(tiny_model)(
+    expect = IGRPipeline.from_model(tiny_model)(
         person, mask, "upper", num_inference_steps=2, latents=z, output_type="pt"
     ).images
     # another process (its own torch thread count): float32 rounding may differ, tests/tolerance.py

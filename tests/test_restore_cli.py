@@ -155,12 +155,13 @@ def _bad_case(name, tmp_path, model_dir, inputs):
         return {"model": d}, "not a pipeline folder", d
     if name == "model weights corrupt":
         bad = shutil.copytree(model_dir, d / "bad")
-        (bad / "denoiser.safetensors").write_bytes(b"garbage")
-        return {"model": bad}, "cannot read weights", bad / "denoiser.safetensors"
+        (bad / "denoiser" / "diffusion_pytorch_model.safetensors").write_bytes(b"garbage")
+        return {"model": bad}, "Unable to load weights", bad / "denoiser" / "diffusion_pytorch_model.safetensors"
     if name == "model weights mismatched":
         bad = shutil.copytree(model_dir, d / "bad")
-        shutil.copy(bad / "denoiser.safetensors", bad / "garmnet.safetensors")
-        return {"model": bad}, r"'unet\.conv_in\.weight' has shape", bad / "garmnet.safetensors"
+        weights = "diffusion_pytorch_model.safetensors"
+        shutil.copy(bad / "denoiser" / weights, bad / "garmnet" / weights)
+        return {"model": bad}, r"unet\.conv_in\.weight expected shape", bad / "garmnet"
     if name == "output not writable":
         (d / "file").write_text("")
         return {"out": d / "file" / "g.png"}, "not writable", d / "file" / "g.png"

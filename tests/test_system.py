@@ -166,7 +166,9 @@ def test_init_from_refuses_weights_of_another_parameterisation(tmp_path):
     with pytest.raises(IGRError, match="prediction_type=v_prediction"):
         IGRSystem(init_from=str(tmp_path / "v")).setup("fit")
     # a pipeline written before the option existed has no prediction_type: it is SD1.5's ε
-    export_pipeline(IGRSystem().model, tmp_path / "old")
+    from igr.export import write_legacy_pipeline
+
+    write_legacy_pipeline(IGRSystem().model, tmp_path / "old")
     yaml = tmp_path / "old" / "model.yaml"
     yaml.write_text(yaml.read_text().replace("prediction_type: epsilon", "").replace("zero_terminal_snr: false", ""))
     IGRSystem(init_from=str(tmp_path / "old")).setup("fit")

@@ -71,7 +71,7 @@ def test_export_refuses_a_payload_and_trusts_it_only_when_told(evil, tmp_path, c
     assert not marker.exists() and not out.exists()
     # --trust-pickle really unpickles: the payload runs (which is why it is opt-in) and the export goes through
     assert main(["export", str(path), "--out", str(out), "--trust-pickle"]) == 0
-    assert marker.exists() and (out / "model.yaml").is_file()
+    assert marker.exists() and (out / "model_index.json").is_file()
 
 
 def test_restore_weights_refuses_a_payload(evil, tmp_path, capsys):

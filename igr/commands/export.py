@@ -4,6 +4,8 @@ igr export CKPT --out DIR                 from a training checkpoint (.ckpt, or 
 igr export --untrained CONFIG.yaml --out DIR [--sd-path P] [--vae-path P] [--image-encoder-path P] [--seed S]
                                           the same model at initialisation (the "init" row of reports); CONFIG
                                           is a model YAML or an experiment YAML (then its diffusion settings too)
+igr export --upgrade OLD_DIR --out DIR    an older pipeline folder (model.yaml + <part>.safetensors) rewritten in
+                                          the diffusers layout (model_index.json + one folder per module)
 
 Checkpoints are read weights-only (no code from the file runs); --trust-pickle allows one that needs unpickling.
 """
@@ -32,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--image-encoder-path", help="with --untrained: the frozen CLIP image encoder's weights (overrides the config)"
     )
     parser.add_argument("--model", help="with --untrained: a model YAML replacing the config's model section")
+    parser.add_argument(
+        "--upgrade",
+        metavar="OLD_DIR",
+        help="convert an older pipeline folder (model.yaml + .safetensors per part) to the diffusers layout",
+    )
     parser.add_argument("--seed", type=int, default=0, help="with --untrained: initialisation seed")
     parser.add_argument("--out", required=True, help="pipeline folder to write")
     parser.add_argument("--ema", action="store_true", help="export the EMA weights stored in the checkpoint")
@@ -46,8 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from igr.export import export_checkpoint, export_pipeline
 
-    if bool(args.ckpt) == bool(args.untrained):
-        raise IGRError("give either a checkpoint or --untrained CONFIG_YAML")
+    if sum(bool(x) for x in (args.ckpt, args.untrained, args.upgrade)) != 1:
+        raise IGRError("give one of: a checkpoint, --untrained CONFIG_YAML, --upgrade OLD_DIR")
+    if args.upgrade:
+        from igr.export import upgrade_pipeline
+
+        out = upgrade_pipeline(args.upgrade, args.out, overwrite=args.overwrite)
+        print(f"upgraded {args.upgrade} → {out}")
+        return 0
     if args.model and not args.untrained:
         raise IGRError("--model goes with --untrained (a checkpoint carries its own model config)")
     if args.ckpt:

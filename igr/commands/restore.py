@@ -351,7 +351,10 @@ def _load(args: argparse.Namespace, size: tuple[int, int] | None):
     else:
         if args.weights:
             raise IGRError("--weights: only used with a model YAML (a pipeline folder holds its weights)")
-        pipe = IGRPipeline.from_pretrained(model, device=device, dtype=dtype)
+        from igr.pipeline import quiet_loading
+
+        with quiet_loading():  # diffusers' loading bar, then perhaps a one-line error: only the error
+            pipe = IGRPipeline.from_pretrained(model, device=device, dtype=dtype)
     if size is not None and tuple(size) != pipe.resolution:
         h, w = pipe.resolution
         raise IGRError(
