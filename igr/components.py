@@ -36,6 +36,7 @@ from igr.models.image_encoder import GarmentImageEncoder
 from igr.models.prompts import CategoryPrompts
 from igr.models.unet import base_unet_config
 from igr.models.vae import FrozenVAE, build_vae, effective_config
+from igr.weights_io import check_loaded_values, check_weights_folder_dtypes
 
 
 def load_error(exc: BaseException, where: str | Path) -> WeightsError:
@@ -54,12 +55,19 @@ class _Part:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        # The weights are checked as the legacy loader (read_state_dict) checks them: an unusable dtype or NaN/inf
+        # is one line naming the file and tensor, not a cast to garbage or a black image with exit 0.
+        folder = Path(pretrained_model_name_or_path) / (kwargs.get("subfolder") or "")
+        check_weights_folder_dtypes(folder)
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            part = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except IGRError:
             raise
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise load_error(exc, pretrained_model_name_or_path) from exc
+        if folder.is_dir():
+            check_loaded_values(part, folder)
+        return part
 
 
 def _json(d: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ code that fetches files.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Mapping
@@ -70,6 +71,46 @@ def check_values(state: Mapping, path: str | Path, prefix: str = "") -> None:
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
             raise WeightsError(f"{path}: '{key}' holds {bad} NaN/inf value(s) (weights of a diverged run?)")
+
+
+def check_weights_folder_dtypes(folder: str | Path) -> None:
+    """Every ``.safetensors`` file in a diffusers part folder, checked for a tensor dtype we cannot use before
+    diffusers loads it: its loader silently casts an int8/uint8/float8 tensor to the parameter's dtype, so the part
+    would load garbage with exit 0. Only the files' headers are read (no tensor data), except the offending one."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    allowed = {"F32", "F16", "BF16", "F64", "I64", "I32", "BOOL"}  # _LOADABLE in safetensors' dtype names
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                for key in f.keys():
+                    if f.get_slice(key).get_dtype() not in allowed:
+                        check_values({key: f.get_tensor(key)}, path)
+        except WeightsError:
+            raise
+        except Exception:  # unreadable or truncated: diffusers' loader reports it, as one line (load_error)
+            continue
+
+
+def check_loaded_values(module: torch.nn.Module, folder: str | Path) -> None:
+    """NaN/inf in a part diffusers just loaded from ``folder``, named by the weights file that holds the tensor
+    (a diverged run's weights otherwise restore black images with exit 0). Checked on the loaded tensors, so the
+    files are not read twice; tensors left on the meta device (offloaded) are skipped."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+    where: dict[str, Path] = {}
+    for index in folder.glob("*.index.json"):  # sharded: the index maps each key to its shard
+        try:
+            where.update({k: folder / v for k, v in json.loads(index.read_text())["weight_map"].items()})
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    default = files[0] if len(files) == 1 else folder
+    for key, value in module.state_dict().items():
+        if isinstance(value, torch.Tensor) and value.device.type != "meta" and value.is_floating_point():
+            check_values({key: value}, where.get(key, default))
 
 
 def check_readable(path: str | Path, what: str) -> Path:

@@ -220,7 +220,7 @@ def test_overwrite_replaces_only_an_earlier_output_of_the_same_kind(tiny_model, 
     assert json.loads((pipe / MARKER).read_text())["kind"] == "pipeline"
     (pipe / "stale.txt").write_text("from the earlier export")
     export_pipeline(tiny_model, pipe, overwrite=True)
-    assert not (pipe / "stale.txt").exists() and (pipe / "model.yaml").is_file()
+    assert not (pipe / "stale.txt").exists() and (pipe / "model_index.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "photos", "pipe", "vae"]  # no temporaries
 
 
@@ -377,28 +377,39 @@ def _holds_token(folder: Path) -> list[str]:
     return [name for name, data in _tree(folder).items() if TOKEN.encode() in data]
 
 
-def test_a_pipeline_folder_is_read_literally(tiny_pipeline_dir, tmp_path, monkeypatch):
-    """Catches `name: ${oc.env:HF_TOKEN}` in a downloaded folder's model.yaml putting the token into the
-    model.yaml and model card that save_pretrained writes."""
+@pytest.mark.parametrize("layout", ["diffusers", "legacy"])
+def test_a_pipeline_folder_is_read_literally(tiny_pipeline_dir, tmp_path, monkeypatch, layout):
+    """Catches `name: ${oc.env:HF_TOKEN}` in a downloaded folder's config (model_index.json's model_config, or an
+    old folder's model.yaml) putting the token into the model_index.json and model card that save_pretrained
+    writes."""
     import shutil
 
     import yaml
 
     from igr.config import load_model_config
+    from igr.export import load_pipeline, write_legacy_pipeline
     from igr.pipeline import IGRPipeline
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    src = Path(shutil.copytree(tiny_pipeline_dir, tmp_path / "downloaded"))
-    doc = yaml.safe_load((src / "model.yaml").read_text())
-    doc["model"]["name"] = "${oc.env:HF_TOKEN}"
-    (src / "model.yaml").write_text(yaml.safe_dump(doc))
+    if layout == "diffusers":
+        src = Path(shutil.copytree(tiny_pipeline_dir, tmp_path / "downloaded"))
+        doc = json.loads((src / "model_index.json").read_text())
+        doc["model_config"]["name"] = "${oc.env:HF_TOKEN}"
+        (src / "model_index.json").write_text(json.dumps(doc))
+        model_doc = doc["model_config"]
+    else:
+        src = write_legacy_pipeline(load_pipeline(tiny_pipeline_dir)[0], tmp_path / "downloaded")
+        doc = yaml.safe_load((src / "model.yaml").read_text())
+        doc["model"]["name"] = "${oc.env:HF_TOKEN}"
+        (src / "model.yaml").write_text(yaml.safe_dump(doc))
+        model_doc = doc["model"]
     pipe = IGRPipeline.from_pretrained(src)
     assert pipe.model.config.name == "${oc.env:HF_TOKEN}"
     out = pipe.save_pretrained(tmp_path / "saved")
     assert _holds_token(out) == []
-    assert yaml.safe_load((out / "model.yaml").read_text())["model"]["name"] == "${oc.env:HF_TOKEN}"
+    assert json.loads((out / "model_index.json").read_text())["model_config"]["name"] == "${oc.env:HF_TOKEN}"
     model_yaml = tmp_path / "model.yaml"
-    model_yaml.write_text(yaml.safe_dump(doc["model"]))
+    model_yaml.write_text(yaml.safe_dump(model_doc))
     assert load_model_config(model_yaml).name == "${oc.env:HF_TOKEN}"
 
 

@@ -119,13 +119,14 @@ def test_out_dir_linked_to_an_input_file_fails_that_pair_only(capsys, tiny_pipel
 
 
 def _corrupt_weights(src, dst, change):
-    """A copy of the pipeline folder whose denoiser weights have one tensor changed by ``change(name, t)``."""
+    """A copy of the pipeline folder whose denoiser weights (diffusers layout: ``denoiser/`` holds them) have one
+    tensor changed by ``change(name, t)``."""
     import shutil
 
     from safetensors.torch import load_file, save_file
 
     shutil.copytree(src, dst)
-    path = dst / "denoiser.safetensors"
+    path = dst / "denoiser" / "diffusion_pytorch_model.safetensors"
     state = load_file(str(path))
     name = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
     state[name] = change(state[name])
