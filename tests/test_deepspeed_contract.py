@@ -183,17 +183,18 @@ def test_an_export_from_a_deepspeed_folder_takes_frozen_parts_bit_exact_from_the
     checkpoint = {"state_dict": system.state_dict(), "global_step": 3, "hyper_parameters": dict(system.hparams)}
     folder = write_deepspeed_folder(tmp_path / "last.ckpt", system, checkpoint)
     out = export_checkpoint(folder, tmp_path / "pipe", trust_pickle=True)
+    weights_name = "diffusion_pytorch_model.safetensors"  # the diffusers layout: one folder per part
 
-    vae = load_file(str(out / "vae.safetensors"))
+    vae = load_file(str(out / "vae" / weights_name))
     src_vae = AutoencoderKL.from_pretrained(tmp_path / "sd" / "vae").state_dict()
     assert any(not torch.equal(v, v.bfloat16().float()) for v in src_vae.values())  # bf16 would change them
     for k, v in src_vae.items():
         assert torch.equal(vae[f"vae.{k}"], v), k
     clip = torch.load(tmp_path / "clip.pt")
-    enc = load_file(str(out / "image_encoder.safetensors"))
+    enc = load_file(str(out / "image_encoder" / weights_name))
     for k, v in clip.items():
         assert torch.equal(enc[k], v), k
-    garmnet = load_file(str(out / "garmnet.safetensors"))
+    garmnet = load_file(str(out / "garmnet" / weights_name))
     unet = UNet2DConditionModel.from_pretrained(tmp_path / "sd" / "unet").state_dict()
     tail = [n for n, p in system.model.garmnet.named_parameters() if not p.requires_grad]
     assert tail, "the tiny GarmNet has an unused, frozen tail"
@@ -202,7 +203,7 @@ def test_an_export_from_a_deepspeed_folder_takes_frozen_parts_bit_exact_from_the
     trained = {n: p for n, p in system.model.garmnet.named_parameters() if p.requires_grad}
     for n, p in trained.items():
         assert torch.equal(garmnet[n], p.detach()), n  # the fp32 master weights
-    prompts = load_file(str(out / "prompts.safetensors"))
+    prompts = load_file(str(out / "prompts" / weights_name))
     assert torch.equal(prompts["embeddings"], system.model.prompts.embeddings)
 
 

@@ -233,7 +233,7 @@ def test_the_script_runs_every_phase_in_cpu_mode(tmp_path):
     assert phases["train"]["end_step"] == 3 and phases["train"]["strategy"] == "SingleDeviceStrategy"
     assert phases["train"]["batch_per_device"] == 2 and phases["train"]["losses_finite"]
     assert (phases["resume"]["start_step"], phases["resume"]["end_step"]) == (3, 4)
-    assert (Path(phases["export"]["pipeline"]) / "denoiser.safetensors").is_file()
+    assert (Path(phases["export"]["pipeline"]) / "denoiser" / "diffusion_pytorch_model.safetensors").is_file()
     assert phases["restore"]["seconds_per_image"] > 0 and phases["restore"]["plain_sd_seconds_per_image"] > 0
     assert report["goals"]["train_samples_per_second_min"]["met"] is None
     if "eval" in expected_ok:
