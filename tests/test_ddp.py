@@ -36,6 +36,9 @@ def _fit(shards: Path, run: Path, steps: int, *extra: str) -> subprocess.Complet
         "--model.diffusion.condition_drop=0.5",  # drop masks with as much information as possible
         f"--data.train_shards={shards / 'train.json'}",
         "--data.image_size=[64, 48]", "--data.batch_size=4", "--data.num_workers=0",
+        # An epoch is one pass of the 24 samples (2 ranks x 3 batches x 4), so the ranks' contiguous ranges of it
+        # are disjoint; the default 10 000-sample epoch spans ~400 passes of this set, each rank's range ~200.
+        "--data.train_samples_per_epoch=24",
         f"--trainer.default_root_dir={run}", f"--trainer.max_steps={steps}", "--trainer.limit_val_batches=0",
         "--trainer.callbacks+=draw_recorder.DrawRecorder", f"--trainer.callbacks.out={run / 'draws'}",
         *extra,
