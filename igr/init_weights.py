@@ -7,11 +7,12 @@ Used by ``model.init_from`` (the HQFT fine-tune starts from the coarse run, pape
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from igr.checkpoint_io import load_checkpoint_state, read_pipeline_config
 from igr.config import DiffusionConfig
-from igr.errors import IGRError
+from igr.errors import IGRError, WeightsError
 from igr.models.model import IGRModel
 from igr.weights_io import load_into, read_state_dict
 
@@ -23,14 +24,19 @@ def load_trainable_weights(model: IGRModel, source: str | Path) -> None:
     Every key and shape is checked (:func:`load_into`); weights of another parameterisation are refused."""
     path = Path(source)
     if path.is_dir() and (path / "model_index.json").is_file():  # the diffusers layout (igr export)
-        from igr.export import load_pipeline
-
-        loaded, _ = load_pipeline(path)
-        check_parameterisation(model, dataclasses.asdict(loaded.diffusion), path)
+        # Read here, not through igr.export (which imports this module to export DeepSpeed folders): only the two
+        # trainable parts' files and the index's diffusion config, no VAE or image encoder built.
+        index = path / "model_index.json"
+        try:
+            doc = json.loads(index.read_text())
+        except (OSError, ValueError) as exc:
+            raise IGRError(f"{index}: not a readable JSON file ({exc})") from None
+        check_parameterisation(model, doc.get("diffusion_config") if isinstance(doc, dict) else None, path)
         for name in TRAINABLE:
             module = getattr(model, name)
             if module is not None:
-                load_into(module, getattr(loaded, name).state_dict(), path / name)
+                state, where = _read_part(path / name)
+                load_into(module, state, where)
         return
     if path.is_dir() and (path / "model.yaml").is_file():
         doc = read_pipeline_config(path)  # broken YAML: one line naming the file
@@ -51,6 +57,24 @@ def load_trainable_weights(model: IGRModel, source: str | Path) -> None:
         prefix = f"model.{name}."
         part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         load_into(module, part, f"{path} [{name}]")
+
+
+def _read_part(folder: Path) -> tuple[dict, Path]:
+    """A diffusers part folder's weights (one file, or shards listed in its index) and the path to name in errors."""
+    single = folder / "diffusion_pytorch_model.safetensors"
+    if single.is_file():
+        return read_state_dict(single), single
+    index = folder / "diffusion_pytorch_model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise WeightsError(f"{index}: not a readable shard index ({exc.__class__.__name__}: {exc})") from None
+        state: dict = {}
+        for shard in shards:
+            state.update(read_state_dict(folder / shard))
+        return state, folder
+    raise WeightsError(f"{single}: missing (the pipeline folder has no weights for {folder.name})")
 
 
 def check_parameterisation(model: IGRModel, source: dict | None, path) -> None:
