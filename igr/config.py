@@ -20,6 +20,8 @@ from igr.errors import IGRError
 CONFIG_DIR = Path(str(resources.files("igr") / "configs"))
 PAPER = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "paper.yaml"), resolve=True)
 CATEGORIES = ("upper", "lower", "full")
+# The Hub repository of the SD1.5 weights IGR starts from: `igr download-weights` fetches it, model cards cite it.
+SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 LR_PARTS = ("garmnet", "denoiser", "adapter")  # what optim.lr_scale can scale
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from igr.config import SamplingConfig
+from igr.config import SD15_REPO, SamplingConfig
 
 # Replaced by the reader with their folder or Hub id; the usage snippet is run as written by tests/test_model_card.py.
 MODEL_ID = "PATH_OR_HUB_ID"
@@ -77,7 +77,6 @@ def build_model_card(model, sampling: SamplingConfig | None = None, trained_on: 
                      evaluation: str | None = None) -> ModelCard:  # fmt: skip
     """The card for ``model`` (an :class:`igr.models.IGRModel`); ``trained_on`` and ``evaluation`` (markdown, e.g.
     the table of ``igr eval``'s report) add what only the caller knows."""
-    from igr.commands.download import SD15_REPO
     from igr.models import parameter_counts
 
     cfg, diffusion = model.config, model.diffusion

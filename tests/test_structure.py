@@ -9,7 +9,7 @@ Layers, from the bottom (a module may import its own layer and those below, neve
    import base modules and each other, never a top-level application module.
 3. **application**: every other top-level module: training, export, evaluation, the benchmarks, the demo's
    stages.
-4. **front ends**, what users call: the restoration pipeline, the app, the CLI (:data:`FRONT_ENDS`) and every
+4. **front ends**, what users call: the restoration pipeline, the app, the CLI and ``python -m igr`` (:data:`FRONT_ENDS`) and every
    ``commands`` subpackage. Nothing below imports them (e.g. the benchmarks do not import the pipeline).
 
 Imports are read with ``ast`` from the source, at module level and inside functions alike (a lazy import still
@@ -38,7 +38,7 @@ BASE = {
     "igr.pretraining",
 }
 LIBRARY = ("igr.models", "igr.metrics", "igr.data")
-FRONT_ENDS = {"igr.pipeline", "igr.app", "igr.cli"}
+FRONT_ENDS = {"igr.pipeline", "igr.app", "igr.cli", "igr.__main__"}  # __main__: `python -m igr`, the CLI
 
 
 def _modules(package: Path) -> dict[str, tuple[Path, bool]]:

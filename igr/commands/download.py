@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from igr.config import SD15_REPO
 from igr.errors import IGRError
 
-SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SD15_PATTERNS = [
     "model_index.json",
     "scheduler/*",
