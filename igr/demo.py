@@ -588,6 +588,7 @@ def write_figure(samples: Path, dest: Path, max_width: int = 960) -> Path:
         im = im.convert("RGB")
         if im.width > max_width:  # area average: a downscale without aliasing the tiles' stripes
             im = im.resize((max_width, round(im.height * max_width / im.width)), Image.BOX)
+        im = im.convert("P", palette=Image.ADAPTIVE, colors=256)  # a third of the bytes of RGB, to commit
         dest.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(dest) as f:
             im.save(f, format="PNG", optimize=True)
