@@ -115,7 +115,8 @@ def _normalise_modes(root: Path) -> None:
 MARKER = ".igr-output"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -152,7 +153,7 @@ def remove_stale_temps(out: Path) -> list[Path]:
     for tmp in candidates:
         mark = read_marker(tmp)
         pid = mark.get("pid")
-        if isinstance(pid, int) and mark.get("host") == socket.gethostname() and not _pid_alive(pid):
+        if isinstance(pid, int) and mark.get("host") == socket.gethostname() and not pid_alive(pid):
             shutil.rmtree(tmp, ignore_errors=True)
             removed.append(tmp)
     return removed

@@ -17,20 +17,11 @@ import socket
 import time
 from pathlib import Path
 
+from igr.atomic import pid_alive
 from igr.errors import IGRError
 
 LOCK_NAME = ".igr-run.lock"
 log = logging.getLogger("igr.runlock")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
 
 
 class RunLock:
@@ -68,7 +59,7 @@ class RunLock:
         if not self._create():
             held = self._read()
             pid, host = held.get("pid"), held.get("host")
-            if isinstance(pid, int) and host == socket.gethostname() and not _pid_alive(pid):
+            if isinstance(pid, int) and host == socket.gethostname() and not pid_alive(pid):
                 log.warning("%s: taking over the lock of an igr fit that ended without removing it (pid %d, "
                             "started %s)", self.folder, pid, held.get("started", "?"))
                 self.path.unlink(missing_ok=True)

@@ -43,33 +43,28 @@ def _sample_key(name: str) -> str | None:
     return match.group(1) if match else None
 
 
-def count_tar_samples(path: str) -> int:
-    """Samples in a local tar shard, as webdataset groups its members; reads headers only (tarfile seeks over data)."""
-    count, last = 0, None
+def _sample_starts(path: str) -> Iterator[int]:
+    """Byte offsets in a local tar shard of each sample's first member (its extended header, if any), grouped as
+    webdataset groups members; reads headers only (tarfile seeks over data)."""
+    last = None
     with tarfile.open(path, "r:") as tar:
         for member in tar:
             if not member.isreg():
                 continue
             key = _sample_key(member.name)
             if key is not None and key != last:
-                count, last = count + 1, key
-    return count
+                last = key
+                yield member.offset
+
+
+def count_tar_samples(path: str) -> int:
+    """Samples in a local tar shard, from its headers."""
+    return sum(1 for _ in _sample_starts(path))
 
 
 def sample_offset(path: str, index: int) -> int | None:
-    """Byte offset in a local tar shard of sample ``index``'s first member (its extended header, if any), found from
-    the headers alone; None when the shard holds fewer samples."""
-    count, last = 0, None
-    with tarfile.open(path, "r:") as tar:
-        for member in tar:
-            if not member.isreg():
-                continue
-            key = _sample_key(member.name)
-            if key is not None and key != last:
-                if count == index:
-                    return member.offset
-                count, last = count + 1, key
-    return None
+    """Byte offset in a local tar shard of sample ``index``; None when the shard holds fewer samples."""
+    return next(itertools.islice(_sample_starts(path), index, None), None)
 
 
 def read_shard_from(url: str, start: int, stats: SkipStats | None = None) -> Iterator[dict]:
