@@ -26,11 +26,14 @@ def load_trainable_weights(model: IGRModel, source: str | Path) -> None:
     if path.is_dir() and (path / "model_index.json").is_file():  # the diffusers layout (igr export)
         # Read here, not through igr.export (which imports this module to export DeepSpeed folders): only the two
         # trainable parts' files and the index's diffusion config, no VAE or image encoder built.
-        index = path / "model_index.json"
-        try:
-            doc = json.loads(index.read_text())
+        from diffusers import DiffusionPipeline
+
+        from igr.components import load_error
+
+        try:  # diffusers' reader, so a broken index gets the same one line here as in `igr restore`
+            doc = DiffusionPipeline.load_config(str(path), local_files_only=True)
         except (OSError, ValueError) as exc:
-            raise IGRError(f"{index}: not a readable JSON file ({exc})") from None
+            raise load_error(exc, path) from exc
         check_parameterisation(model, doc.get("diffusion_config") if isinstance(doc, dict) else None, path)
         for name in TRAINABLE:
             module = getattr(model, name)
