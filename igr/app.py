@@ -246,6 +246,18 @@ def _photo_editor(gr, **kwargs):
         }
 
     editor.preprocess = preprocess
+    post = editor.postprocess
+
+    def postprocess(value):
+        # Gradio writes the images it sends back to the editor (the photo downsized on upload) into its cache
+        # without tracking them; tracked here, :func:`cleanup` deletes them with the uploads.
+        data = post(value)
+        for f in (data.background, data.composite, *(data.layers or [])) if data is not None else ():
+            if f is not None and getattr(f, "path", None):
+                editor.temp_files.add(str(f.path))
+        return data
+
+    editor.postprocess = postprocess
     return editor
 
 
