@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from igr.data.schema import UNREADABLE_SHARD, SkipStats
-from igr.data.shards import find_index, is_remote, iter_raw, read_index, shard_error_handler
+from igr.data.shards import find_index, index_shards, is_remote, iter_raw, read_index, shard_error_handler
 from igr.errors import IGRError
 
 
@@ -99,11 +99,9 @@ def index_sizes(specs: Sequence[str]) -> dict[str, int]:
         path = os.path.expanduser(spec[len("file:"):] if spec.startswith("file:") else spec)
         if not os.path.isfile(path):
             continue
-        base = os.path.dirname(path)
-        for entry in read_index(path).get("shards", []):
+        # index_shards: the one rule for where an entry points (and which entries are refused), in entry order
+        for url, entry in zip(index_shards(path), read_index(path)["shards"], strict=True):
             if isinstance(entry, dict) and isinstance(entry.get("num_samples"), int):
-                name = entry["name"]
-                url = name if os.path.isabs(name) or is_remote(name) else os.path.join(base, name)
                 sizes[url] = entry["num_samples"]
     return sizes
 
